@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install everything roomkey needs into .venv, then run every check and test.
+# This is the README's test command and what CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[dev]'
+
+echo "== ruff"
+.venv/bin/ruff check src tests bench
+echo "== mypy --strict"
+.venv/bin/mypy
+echo "== import boundaries"
+.venv/bin/lint-imports
+
+# PostgreSQL-backed tests run against the local server; in CI they must not be skipped.
+export ROOMKEY_TEST_PG_URL=${ROOMKEY_TEST_PG_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test}
+if [ "${CI:-}" = "true" ]; then
+    export ROOMKEY_REQUIRE_PG=1
+fi
+echo "== pytest"
+.venv/bin/pytest "$@"

@@ -1,0 +1,1 @@
+"""The ``roomkey`` command line."""
