@@ -93,7 +93,8 @@ def command_mac(key: bytes, *, timestamp: int, local_key_id: int, action: int) -
     _check_key_id(local_key_id)
     if timestamp < 0:
         raise CommandFormatError("timestamp must not be negative")
-    return hmac.new(key, _authenticated_bytes(timestamp, local_key_id, action), hashlib.sha256).digest()
+    message = _authenticated_bytes(timestamp, local_key_id, action)
+    return hmac.new(key, message, hashlib.sha256).digest()
 
 
 def build_command(

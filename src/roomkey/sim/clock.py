@@ -15,6 +15,7 @@ and never stops the clock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import inspect
 import itertools
@@ -202,10 +203,8 @@ class SimClock:
         runner, self._runner = self._runner, None
         if runner is not None:
             runner.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await runner
-            except asyncio.CancelledError:
-                pass
         self._wake = None
 
     async def _run(self) -> None:
@@ -215,7 +214,5 @@ class SimClock:
             nxt = self.next_due()
             self._wake.clear()
             timeout = None if nxt is None else max(0.0, (nxt - self.time()) / self._warp)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
-            except TimeoutError:
-                pass
