@@ -12,7 +12,10 @@ fi
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 
 echo "== ruff"
-.venv/bin/ruff check src tests bench
+RUFF_PATHS="src tests"
+[ -d bench ] && RUFF_PATHS="$RUFF_PATHS bench"
+# shellcheck disable=SC2086
+.venv/bin/ruff check $RUFF_PATHS
 echo "== mypy --strict"
 .venv/bin/mypy
 echo "== import boundaries"
