@@ -1,0 +1,224 @@
+"""Lock events (bridge and cloud webhooks) and the live lock state they drive.
+
+All functions run inside the caller's transaction and never commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ._sql import serialize_scope
+from .models import EventSource, Lock, LockEvent, RoomLock
+
+__all__ = [
+    "PII_FIELDS",
+    "UNSET",
+    "drop_pii",
+    "event_dedupe_key",
+    "link_event",
+    "list_events",
+    "record_event_if_new",
+    "update_lock_state",
+]
+
+PII_FIELDS = frozenset(
+    {
+        "key_name_user",
+        "key_name_admin",
+        "key_account_email",
+        "key_account_name",
+        "user_name",
+        "user_email",
+        "email",
+        "name",
+    }
+)
+"""Payload keys that identify people; dropped from stored events unless configured."""
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+"""Marker for "leave this column as it is" in :func:`update_lock_state`."""
+
+
+def drop_pii(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """``raw`` without :data:`PII_FIELDS` (top level and one level of nesting)."""
+    cleaned: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in PII_FIELDS:
+            continue
+        if isinstance(value, Mapping):
+            value = {k: v for k, v in value.items() if k not in PII_FIELDS}
+        cleaned[key] = value
+    return cleaned
+
+
+def event_dedupe_key(
+    lock_id: str | None,
+    event_type: str,
+    bolt_state: str | None,
+    key_local_id: int | None,
+) -> str:
+    """The identity of an event for duplicate detection (same lock, type, state and key)."""
+    return "|".join(
+        ("" if part is None else str(part))
+        for part in (lock_id, event_type, bolt_state, key_local_id)
+    )[:256]
+
+
+async def record_event_if_new(
+    session: AsyncSession,
+    *,
+    lock_id: str | None,
+    source: EventSource,
+    event_type: str,
+    kind: str,
+    received_at: datetime,
+    window: timedelta,
+    raw: Mapping[str, Any],
+    bolt_state: str | None = None,
+    key_local_id: int | None = None,
+    occurred_at: datetime | None = None,
+    command_id: str | None = None,
+    reservation_id: int | None = None,
+    dedupe_key: str | None = None,
+) -> LockEvent | None:
+    """Store an event unless it duplicates the lock's latest event within ``window``.
+
+    The go-loqed rule: an event equal (``dedupe_key``) to the **latest** stored event of the
+    same lock, received less than ``window`` earlier, is a duplicate delivery (bridge and
+    cloud both report, or a webhook is retried) and is dropped: returns None. Equal events
+    with a different one in between are real (e.g. day_lock → open → day_lock).
+    Concurrent receivers of the same lock are serialised, so exactly one copy is stored.
+    ``raw`` is stored as given: pass it through :func:`drop_pii` first unless configured.
+    """
+    key = dedupe_key or event_dedupe_key(lock_id, event_type, bolt_state, key_local_id)
+    await serialize_scope(session, f"events:{lock_id or ''}")
+    latest_stmt = select(LockEvent.dedupe_key, LockEvent.received_at)
+    latest_stmt = latest_stmt.where(
+        LockEvent.lock_id.is_(None) if lock_id is None else LockEvent.lock_id == lock_id
+    )
+    latest = (
+        await session.execute(
+            latest_stmt.order_by(LockEvent.received_at.desc(), LockEvent.id.desc()).limit(1)
+        )
+    ).first()
+    if latest is not None:
+        latest_key, latest_at = latest
+        if latest_key == key and received_at - latest_at < window:
+            return None
+    event = LockEvent(
+        lock_id=lock_id,
+        source=source,
+        event_type=event_type,
+        kind=kind,
+        bolt_state=bolt_state,
+        key_local_id=key_local_id,
+        occurred_at=occurred_at,
+        received_at=received_at,
+        dedupe_key=key,
+        command_id=command_id,
+        reservation_id=reservation_id,
+        raw=dict(raw),
+    )
+    session.add(event)
+    await session.flush()
+    return event
+
+
+async def link_event(
+    session: AsyncSession,
+    event_id: int,
+    *,
+    command_id: str | None = None,
+    reservation_id: int | None = None,
+) -> None:
+    """Attach an event to the command it confirms and/or the reservation active at the door."""
+    values: dict[str, Any] = {}
+    if command_id is not None:
+        values["command_id"] = command_id
+    if reservation_id is not None:
+        values["reservation_id"] = reservation_id
+    if values:
+        await session.execute(
+            update(LockEvent)
+            .where(LockEvent.id == event_id)
+            .values(values)
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def update_lock_state(
+    session: AsyncSession,
+    lock_id: str,
+    *,
+    now: datetime,
+    bolt_state: str | None = UNSET,
+    battery_percentage: int | None = UNSET,
+    battery_type: str | None = UNSET,
+    online: bool | None = UNSET,
+    ble_strength: int | None = UNSET,
+    wifi_strength: int | None = UNSET,
+    event_at: datetime | None = None,
+) -> bool:
+    """Update the lock's live state; only the fields given change. ``event_at`` sets
+    ``last_event_at`` (pass it for webhook-driven updates, not for status polls).
+
+    A status poll older than the last event must not override it: pass ``event_at=None``
+    and check ``Lock.last_event_at`` first (polls are hints, events are truth).
+    """
+    fields = {
+        "bolt_state": bolt_state,
+        "battery_percentage": battery_percentage,
+        "battery_type": battery_type,
+        "online": online,
+        "ble_strength": ble_strength,
+        "wifi_strength": wifi_strength,
+    }
+    values: dict[str, Any] = {k: v for k, v in fields.items() if v is not UNSET}
+    values["state_updated_at"] = now
+    if event_at is not None:
+        values["last_event_at"] = event_at
+    result = await session.execute(
+        update(Lock)
+        .where(Lock.id == lock_id)
+        .values(values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def list_events(
+    session: AsyncSession,
+    *,
+    lock_id: str | None = None,
+    room_id: int | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    command_id: str | None = None,
+    limit: int = 100,
+) -> list[LockEvent]:
+    """Newest first; ``room_id`` means events of the locks serving that room."""
+    stmt = select(LockEvent).order_by(LockEvent.received_at.desc(), LockEvent.id.desc())
+    if lock_id is not None:
+        stmt = stmt.where(LockEvent.lock_id == lock_id)
+    if room_id is not None:
+        stmt = stmt.where(
+            LockEvent.lock_id.in_(select(RoomLock.lock_id).where(RoomLock.room_id == room_id))
+        )
+    if start is not None:
+        stmt = stmt.where(LockEvent.received_at >= start)
+    if end is not None:
+        stmt = stmt.where(LockEvent.received_at < end)
+    if command_id is not None:
+        stmt = stmt.where(LockEvent.command_id == command_id)
+    return list((await session.execute(stmt.limit(limit))).scalars())

@@ -1,0 +1,1 @@
+"""Alembic migrations for roomkey (run them with ``roomkey.service.db.migrate``)."""
