@@ -1,0 +1,481 @@
+"""The door planner: reservations + door policy → door windows → per-lock door actions.
+
+Pure and deterministic: the same bookings, policy, locks and ``now`` always give the same plan
+with the same action keys, so storing a plan is an upsert and re-planning updates in place.
+
+Steps (docs/policies.md explains them with examples):
+
+1. Each *counted* booking (not deleted, not a lapsed cart, paid when the policy says PAID)
+   becomes a :class:`DoorWindow` ``[slot start − lead, slot end + lag]`` keyed by its
+   reservation id.
+2. Per lock, windows that overlap, touch, or are less than ``merge_gap`` apart merge into one
+   :class:`DoorInterval` (one unlock, one lock). A gap exactly equal to ``merge_gap`` does
+   not merge.
+3. Each interval yields :class:`PlannedAction` s whose key is
+   ``"{room}:{lock}:{role}:{anchor reservation}"``. The unlock-side anchor is the interval's
+   first booking (earliest window start), the lock-side anchor its last (latest window end);
+   OPEN actions are anchored on their own booking. Editing a booking's time therefore keeps
+   its keys (the times change in place); merging two intervals supersedes the inner
+   lock/unlock pair and splitting creates it again.
+
+A lock shared by several rooms: :func:`plan_room` plans each room alone;
+:func:`merge_lock_actions` re-merges all windows on each lock across rooms, so one room's lock
+action never locks a door another room's booking needs unlocked. For a lock used by one room
+only its result equals the room plan. The pipeline should store the output of
+:func:`merge_lock_actions`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from roomkey.service.commands import DoorCommand
+from roomkey.service.policy import BookingFilter, DoorPolicy, LockAction, UnlockMode
+from roomkey.service.slots import (
+    DEFAULT_TIMEZONE,
+    LocalTimeKind,
+    SlotError,
+    parse_date,
+    parse_hour,
+    slot_for,
+)
+
+__all__ = [
+    "CART_HOLD",
+    "ActionRole",
+    "BookingInput",
+    "DoorInterval",
+    "DoorWindow",
+    "IgnoreReason",
+    "IgnoredBooking",
+    "LockPlan",
+    "PlannedAction",
+    "PlannerError",
+    "RoomPlan",
+    "action_key",
+    "booking_window",
+    "ignore_reason",
+    "merge_lock_actions",
+    "merge_windows",
+    "plan_lock",
+    "plan_room",
+]
+
+CART_HOLD = timedelta(minutes=20)
+"""How long Lockme holds an unpaid ``web`` booking (a cart) before it lapses."""
+
+
+class PlannerError(ValueError):
+    """Planner input that cannot be planned (bad slot, wrong room, duplicate lock, …)."""
+
+
+class ActionRole(enum.StrEnum):
+    """What an action does for its interval; part of the action key."""
+
+    UNLOCK = "unlock"
+    OPEN_HOUSE_ON = "open_house_on"
+    OPEN = "open"
+    OPEN_HOUSE_OFF = "open_house_off"
+    LOCK = "lock"
+
+    @property
+    def unlocking(self) -> bool:
+        """True for roles that leave the door passable."""
+        return self in (ActionRole.UNLOCK, ActionRole.OPEN_HOUSE_ON, ActionRole.OPEN)
+
+    @property
+    def order(self) -> int:
+        """Tie-break for actions at the same instant (open house off before the lock)."""
+        return _ROLE_ORDER[self]
+
+
+_ROLE_ORDER = {
+    ActionRole.UNLOCK: 0,
+    ActionRole.OPEN_HOUSE_ON: 0,
+    ActionRole.OPEN: 1,
+    ActionRole.OPEN_HOUSE_OFF: 2,
+    ActionRole.LOCK: 3,
+}
+
+
+class BookingInput(BaseModel):
+    """One reservation as the planner sees it (the pipeline adapts Lockme's model).
+
+    ``date``/``hour`` are venue-local (``YYYY-MM-DD`` / ``HH:MM[:SS]`` strings or
+    ``date``/``time``); ``status`` is Lockme's paid/confirmed flag (1/0, true/false, "1"/"0").
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reservation_id: str = Field(min_length=1)
+    room_id: int
+    date: date
+    hour: time
+    duration_minutes: int | None = Field(default=None, gt=0, le=7 * 24 * 60)
+    status: bool = False
+    source: str | None = None
+    deleted: bool = False
+    lapsed: bool = False
+    """Set when the pipeline knows the cart hold ended (no payment came)."""
+    created_at: datetime | None = None
+    """Creation time (Lockme's ``time``), aware; lets an unpaid ``web`` cart lapse by age."""
+
+    @field_validator("reservation_id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @field_validator("date", mode="before")
+    @classmethod
+    def _parse_date(cls, value: Any) -> Any:
+        if isinstance(value, str | date):
+            try:
+                return parse_date(value)
+            except SlotError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("hour", mode="before")
+    @classmethod
+    def _parse_hour(cls, value: Any) -> Any:
+        if isinstance(value, str | time):
+            try:
+                return parse_hour(value)
+            except SlotError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("created_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.utcoffset() is None:
+            raise ValueError("created_at must be timezone-aware")
+        return value
+
+    @property
+    def paid(self) -> bool:
+        return self.status
+
+
+class IgnoreReason(enum.StrEnum):
+    """Why a booking opens no door."""
+
+    DELETED = "deleted"
+    LAPSED = "lapsed"
+    UNPAID = "unpaid"
+    OTHER_ROOM = "other_room"
+
+
+@dataclass(frozen=True, slots=True)
+class IgnoredBooking:
+    reservation_id: str
+    reason: IgnoreReason
+
+
+@dataclass(frozen=True, slots=True)
+class DoorWindow:
+    """One counted booking's door window ``[start, end]`` (aware UTC)."""
+
+    reservation_id: str
+    room_id: int
+    slot_start: datetime
+    slot_end: datetime
+    start: datetime
+    end: datetime
+    unlock_mode: UnlockMode
+    lock_action: LockAction
+    merge_gap: timedelta
+    local_kind: LocalTimeKind = LocalTimeKind.NORMAL
+
+    @property
+    def sort_key(self) -> tuple[datetime, int, str]:
+        return (self.start, self.room_id, self.reservation_id)
+
+
+@dataclass(frozen=True, slots=True)
+class DoorInterval:
+    """Merged windows on one lock: the door is unlocked from ``start`` to ``end``."""
+
+    lock_id: str
+    start: datetime
+    end: datetime
+    windows: tuple[DoorWindow, ...]
+    merge_gap: timedelta
+
+    @property
+    def first(self) -> DoorWindow:
+        """The unlock-side anchor: earliest window start (ties: room, reservation id)."""
+        return min(self.windows, key=lambda w: w.sort_key)
+
+    @property
+    def last(self) -> DoorWindow:
+        """The lock-side anchor: latest window end (ties: highest room, reservation id)."""
+        return max(self.windows, key=lambda w: (w.end, w.room_id, w.reservation_id))
+
+    @property
+    def reservation_ids(self) -> tuple[str, ...]:
+        return tuple(w.reservation_id for w in sorted(self.windows, key=lambda w: w.sort_key))
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedAction:
+    """A door action to run at ``at`` (aware UTC); ``key`` is stable across re-plans."""
+
+    key: str
+    room_id: int
+    lock_id: str
+    role: ActionRole
+    command: DoorCommand
+    at: datetime
+    reservation_id: str
+    """The anchor booking the key is derived from."""
+    reservation_ids: tuple[str, ...]
+    """Every booking of the interval (to link lock events to reservations)."""
+    interval_start: datetime
+    interval_end: datetime
+    merge_gap: timedelta
+
+    @property
+    def sort_key(self) -> tuple[datetime, int, str]:
+        return (self.at, self.role.order, self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class LockPlan:
+    lock_id: str
+    intervals: tuple[DoorInterval, ...]
+    actions: tuple[PlannedAction, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomPlan:
+    """The door plan of one room: its counted windows and, per lock, intervals and actions."""
+
+    room_id: int
+    windows: tuple[DoorWindow, ...]
+    ignored: tuple[IgnoredBooking, ...]
+    locks: tuple[str, ...]
+    lock_plans: Mapping[str, LockPlan] = field(default_factory=dict)
+
+    @property
+    def actions(self) -> tuple[PlannedAction, ...]:
+        """All actions of the room, in execution order."""
+        every = [a for lp in self.lock_plans.values() for a in lp.actions]
+        return tuple(sorted(every, key=lambda a: a.sort_key))
+
+
+def action_key(room_id: int, lock_id: str, role: ActionRole, reservation_id: str) -> str:
+    """The stable key of an action: ``"{room}:{lock}:{role}:{reservation}"``."""
+    return f"{room_id}:{lock_id}:{role.value}:{reservation_id}"
+
+
+def ignore_reason(
+    booking: BookingInput, policy: DoorPolicy, *, room_id: int, now: datetime
+) -> IgnoreReason | None:
+    """Why ``booking`` opens no door in ``room_id`` (None: it counts)."""
+    if booking.deleted:
+        return IgnoreReason.DELETED
+    if booking.room_id != room_id:
+        return IgnoreReason.OTHER_ROOM
+    if booking.lapsed or _cart_lapsed(booking, now):
+        return IgnoreReason.LAPSED
+    if policy.bookings is BookingFilter.PAID and not booking.status:
+        return IgnoreReason.UNPAID
+    return None
+
+
+def _cart_lapsed(booking: BookingInput, now: datetime) -> bool:
+    return (
+        not booking.status
+        and booking.source == "web"
+        and booking.created_at is not None
+        and now >= booking.created_at + CART_HOLD
+    )
+
+
+def booking_window(
+    booking: BookingInput, policy: DoorPolicy, tz: str | ZoneInfo = DEFAULT_TIMEZONE
+) -> DoorWindow:
+    """The door window of one booking (whether or not it counts)."""
+    duration = (
+        timedelta(minutes=booking.duration_minutes)
+        if booking.duration_minutes is not None
+        else policy.default_slot
+    )
+    try:
+        slot = slot_for(booking.date, booking.hour, duration, tz)
+    except SlotError as exc:
+        raise PlannerError(f"reservation {booking.reservation_id}: {exc}") from exc
+    return DoorWindow(
+        reservation_id=booking.reservation_id,
+        room_id=booking.room_id,
+        slot_start=slot.start,
+        slot_end=slot.end,
+        start=slot.start - policy.unlock_lead,
+        end=slot.end + policy.lock_lag,
+        unlock_mode=policy.unlock_mode,
+        lock_action=policy.lock_action,
+        merge_gap=policy.merge_gap,
+        local_kind=slot.local_kind,
+    )
+
+
+def merge_windows(lock_id: str, windows: Iterable[DoorWindow]) -> tuple[DoorInterval, ...]:
+    """Merge windows on one lock into disjoint intervals.
+
+    Sorted by start, a window joins the current interval when it overlaps or touches it, or
+    when the gap is strictly less than the larger merge gap involved (for one room: the
+    room's ``merge_gap``; across rooms sharing a lock: if either room would keep the door open).
+    """
+    ordered = sorted(windows, key=lambda w: w.sort_key)
+    intervals: list[DoorInterval] = []
+    group: list[DoorWindow] = []
+    end: datetime | None = None
+    gap = timedelta(0)
+    for window in ordered:
+        if end is not None and (
+            window.start <= end or window.start - end < max(gap, window.merge_gap)
+        ):
+            group.append(window)
+            end = max(end, window.end)
+            gap = max(gap, window.merge_gap)
+            continue
+        if group and end is not None:
+            intervals.append(_interval(lock_id, group, end, gap))
+        group, end, gap = [window], window.end, window.merge_gap
+    if group and end is not None:
+        intervals.append(_interval(lock_id, group, end, gap))
+    return tuple(intervals)
+
+
+def _interval(lock_id: str, group: list[DoorWindow], end: datetime, gap: timedelta) -> DoorInterval:
+    return DoorInterval(
+        lock_id=lock_id, start=group[0].start, end=end, windows=tuple(group), merge_gap=gap
+    )
+
+
+def _interval_actions(interval: DoorInterval) -> list[PlannedAction]:
+    """The actions of one interval (modes of all its windows combined, see docs/policies.md)."""
+    lock = interval.lock_id
+    first, last = interval.first, interval.last
+    ids = interval.reservation_ids
+    modes = {w.unlock_mode for w in interval.windows}
+    open_house = UnlockMode.OPEN_HOUSE in modes
+
+    def make(
+        role: ActionRole, command: DoorCommand, at: datetime, anchor: DoorWindow
+    ) -> PlannedAction:
+        return PlannedAction(
+            key=action_key(anchor.room_id, lock, role, anchor.reservation_id),
+            room_id=anchor.room_id,
+            lock_id=lock,
+            role=role,
+            command=command,
+            at=at,
+            reservation_id=anchor.reservation_id,
+            reservation_ids=ids,
+            interval_start=interval.start,
+            interval_end=interval.end,
+            merge_gap=interval.merge_gap,
+        )
+
+    actions: list[PlannedAction] = []
+    if open_house:
+        actions.append(
+            make(ActionRole.OPEN_HOUSE_ON, DoorCommand.OPEN_HOUSE_ON, interval.start, first)
+        )
+    elif UnlockMode.DAY_LOCK in modes:
+        actions.append(make(ActionRole.UNLOCK, DoorCommand.DAY_LOCK, interval.start, first))
+    opens: dict[datetime, DoorWindow] = {}
+    for window in sorted(interval.windows, key=lambda w: w.sort_key):
+        if window.unlock_mode is UnlockMode.OPEN:
+            # Bookings starting at the same instant share one OPEN (never pull twice at once).
+            opens.setdefault(window.slot_start, window)
+    for at, window in opens.items():
+        actions.append(make(ActionRole.OPEN, DoorCommand.OPEN, at, window))
+    if open_house:
+        actions.append(
+            make(ActionRole.OPEN_HOUSE_OFF, DoorCommand.OPEN_HOUSE_OFF, interval.end, last)
+        )
+    strict = any(w.lock_action is LockAction.NIGHT_LOCK for w in interval.windows)
+    lock_command = DoorCommand.NIGHT_LOCK if strict else DoorCommand.DAY_LOCK
+    actions.append(make(ActionRole.LOCK, lock_command, interval.end, last))
+    return actions
+
+
+def plan_lock(lock_id: str, windows: Iterable[DoorWindow]) -> LockPlan:
+    """Intervals and actions of one lock from the windows that need it."""
+    intervals = merge_windows(lock_id, windows)
+    actions = [a for interval in intervals for a in _interval_actions(interval)]
+    return LockPlan(
+        lock_id=lock_id,
+        intervals=intervals,
+        actions=tuple(sorted(actions, key=lambda a: a.sort_key)),
+    )
+
+
+def plan_room(
+    room_id: int,
+    bookings: Iterable[BookingInput],
+    policy: DoorPolicy,
+    locks: Sequence[str],
+    *,
+    now: datetime,
+    tz: str | ZoneInfo = DEFAULT_TIMEZONE,
+) -> RoomPlan:
+    """Plan one room's doors from its bookings (pure; ``now`` only decides cart lapses).
+
+    ``bookings`` may contain bookings of other rooms (e.g. one just moved away): they are
+    reported as ``other_room`` and plan nothing here. Two inputs for one reservation id are
+    an error: the pipeline passes the latest version of each reservation.
+    """
+    if now.utcoffset() is None:
+        raise PlannerError("now must be timezone-aware")
+    if len(set(locks)) != len(locks):
+        raise PlannerError(f"room {room_id}: duplicate lock ids in {list(locks)}")
+    seen: set[str] = set()
+    windows: list[DoorWindow] = []
+    ignored: list[IgnoredBooking] = []
+    for booking in bookings:
+        if booking.reservation_id in seen:
+            raise PlannerError(f"reservation {booking.reservation_id} given twice")
+        seen.add(booking.reservation_id)
+        reason = ignore_reason(booking, policy, room_id=room_id, now=now)
+        if reason is not None:
+            ignored.append(IgnoredBooking(booking.reservation_id, reason))
+            continue
+        windows.append(booking_window(booking, policy, tz))
+    windows.sort(key=lambda w: w.sort_key)
+    return RoomPlan(
+        room_id=room_id,
+        windows=tuple(windows),
+        ignored=tuple(sorted(ignored, key=lambda i: i.reservation_id)),
+        locks=tuple(locks),
+        lock_plans={lock: plan_lock(lock, windows) for lock in locks},
+    )
+
+
+def merge_lock_actions(plans: Iterable[RoomPlan]) -> dict[str, LockPlan]:
+    """Per lock, the plan over every room using it (windows re-merged across rooms).
+
+    Pass the plans of all rooms that share any of the locks involved. For a lock used by a
+    single room the result equals that room's own lock plan (same keys and times).
+    """
+    by_lock: dict[str, list[DoorWindow]] = {}
+    rooms: set[int] = set()
+    for plan in plans:
+        if plan.room_id in rooms:
+            raise PlannerError(f"room {plan.room_id} planned twice")
+        rooms.add(plan.room_id)
+        for lock in plan.locks:
+            by_lock.setdefault(lock, []).extend(plan.windows)
+    return {lock: plan_lock(lock, windows) for lock, windows in sorted(by_lock.items())}
