@@ -134,7 +134,8 @@ async def apply_snapshot(
 
     ``authoritative`` (reconciliation: the snapshot was just read from Lockme) revives a
     reservation marked deleted; a message (not authoritative) never does. With
-    ``unless_updated_after`` a row changed after that moment is left alone (``FRESHER``).
+    ``unless_updated_after`` a row changed at or after that moment is left alone
+    (``FRESHER``): a message applied while reconciliation read the list wins.
     """
     context = await room_context(session, room_id)
     fields = _fields(snapshot, room_id, context)
@@ -142,7 +143,7 @@ async def apply_snapshot(
     if (
         row is not None
         and unless_updated_after is not None
-        and (row.updated_at > unless_updated_after)
+        and (row.updated_at >= unless_updated_after)
     ):
         return MirrorResult(reservation_id, MirrorChange.FRESHER, frozenset())
     if row is None:
@@ -194,7 +195,7 @@ async def mark_deleted(
     if (
         row is not None
         and unless_updated_after is not None
-        and (row.updated_at > unless_updated_after)
+        and (row.updated_at >= unless_updated_after)
     ):
         return MirrorResult(reservation_id, MirrorChange.FRESHER, frozenset())
     if row is None:
