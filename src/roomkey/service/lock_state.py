@@ -1,0 +1,97 @@
+"""The current state of each lock, folded from its events.
+
+:func:`apply_event` is the pure rule; the ``locks`` row holds the result. Only lock events move
+it: a status poll never overrides newer webhook state (go-loqed's rule).
+
+* ``state_changed`` sets the bolt state (the *reached* state);
+* ``motor_stall`` sets the bolt state to ``unknown``;
+* ``go_to_state`` changes nothing but proves the lock is online;
+* ``battery`` sets percentage/type; ``online`` sets online and signal strengths (a BLE
+  strength of -1 means the lock lost its bridge);
+* state, go-to and stall events prove the lock is online.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from roomkey.loqed import BoltState, EventKind, LockEvent, parse_bolt_state
+from roomkey.service.db.events import update_lock_state
+from roomkey.service.db.models import Lock
+
+__all__ = ["LockSnapshot", "apply_event", "save_snapshot", "snapshot_of"]
+
+_MOVEMENT = (EventKind.STATE_CHANGED, EventKind.MOTOR_STALL, EventKind.GO_TO_STATE)
+
+
+@dataclass(frozen=True, slots=True)
+class LockSnapshot:
+    """What we know about a lock right now."""
+
+    bolt_state: BoltState | None = None
+    battery_percentage: int | None = None
+    battery_type: str | None = None
+    online: bool | None = None
+    ble_strength: int | None = None
+    wifi_strength: int | None = None
+
+
+def apply_event(snapshot: LockSnapshot, event: LockEvent) -> LockSnapshot:
+    """The snapshot after ``event``."""
+    new = snapshot
+    kind = event.kind
+    if kind is EventKind.STATE_CHANGED:
+        new = replace(new, bolt_state=event.bolt_state or BoltState.UNKNOWN)
+    elif kind is EventKind.MOTOR_STALL:
+        new = replace(new, bolt_state=BoltState.UNKNOWN)
+    elif kind is EventKind.BATTERY:
+        if event.battery_percentage is not None and 0 <= event.battery_percentage <= 100:
+            new = replace(new, battery_percentage=event.battery_percentage)
+        if event.battery_type is not None:
+            new = replace(new, battery_type=event.battery_type[:32])
+    if event.ble_strength is not None:
+        new = replace(new, ble_strength=event.ble_strength)
+    if event.wifi_strength is not None:
+        new = replace(new, wifi_strength=event.wifi_strength)
+    if kind in _MOVEMENT:
+        new = replace(new, online=True)
+    elif kind is EventKind.ONLINE:
+        online = event.online
+        if online is None and event.ble_strength is not None:
+            online = event.ble_strength >= 0
+        if online is not None:
+            new = replace(new, online=online)
+    return new
+
+
+def snapshot_of(lock: Lock) -> LockSnapshot:
+    """The stored state of a lock row."""
+    return LockSnapshot(
+        bolt_state=parse_bolt_state(lock.bolt_state) if lock.bolt_state else None,
+        battery_percentage=lock.battery_percentage,
+        battery_type=lock.battery_type,
+        online=lock.online,
+        ble_strength=lock.ble_strength,
+        wifi_strength=lock.wifi_strength,
+    )
+
+
+async def save_snapshot(
+    session: AsyncSession, lock_id: str, snapshot: LockSnapshot, *, now: datetime
+) -> None:
+    """Store ``snapshot`` as the lock's live state (an event-driven update)."""
+    await update_lock_state(
+        session,
+        lock_id,
+        now=now,
+        bolt_state=snapshot.bolt_state.value if snapshot.bolt_state is not None else None,
+        battery_percentage=snapshot.battery_percentage,
+        battery_type=snapshot.battery_type,
+        online=snapshot.online,
+        ble_strength=snapshot.ble_strength,
+        wifi_strength=snapshot.wifi_strength,
+        event_at=now,
+    )
