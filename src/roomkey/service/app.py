@@ -113,4 +113,9 @@ def create_app(
         await service.refresh_gauges()
         return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    # The dashboard and JSON API (roomkey.web) build on the service; imported here so the
+    # service modules themselves never depend on the web layer.
+    from roomkey.web import install
+
+    install(app, service)
     return app
