@@ -26,5 +26,15 @@ export ROOMKEY_TEST_PG_URL=${ROOMKEY_TEST_PG_URL:-postgresql+psycopg://postgres@
 if [ "${CI:-}" = "true" ]; then
     export ROOMKEY_REQUIRE_PG=1
 fi
+# The browser tests drive Debian's chromium with Playwright (no browser download).
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = "0" ]; then
+        apt-get update -qq && apt-get install -y -qq chromium
+    elif [ "${CI:-}" = "true" ]; then
+        sudo apt-get update -qq && sudo apt-get install -y -qq chromium
+    else
+        echo "== chromium missing and not root: browser tests will be skipped (apt-get install chromium)"
+    fi
+fi
 echo "== pytest"
 .venv/bin/pytest "$@"

@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "roomkey.cli.sim_lockme",
     "roomkey.cli.lockme_cmds",
     "roomkey.cli.service_cmds",
+    "roomkey.cli.web_cmds",
 )
 
 
