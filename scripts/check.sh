@@ -29,9 +29,11 @@ fi
 # The browser tests drive Debian's chromium with Playwright (no browser download).
 if [ ! -x /usr/bin/chromium ]; then
     if [ "$(id -u)" = "0" ]; then
-        apt-get update -qq && apt-get install -y -qq chromium
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+            && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
     elif [ "${CI:-}" = "true" ]; then
-        sudo apt-get update -qq && sudo apt-get install -y -qq chromium
+        sudo DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+            && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
     else
         echo "== chromium missing and not root: browser tests will be skipped (apt-get install chromium)"
     fi
