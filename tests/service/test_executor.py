@@ -150,6 +150,19 @@ async def test_overdue_actions_after_downtime_run_within_lateness_and_are_skippe
     assert entry.target == keys[0]
 
 
+async def test_a_lock_action_is_never_skipped_for_lateness(world: World) -> None:
+    # After a long outage both sides of a window are overdue: the unlock is skipped, but the
+    # lock still runs so a door roomkey may have left unlocked is locked (relocking is harmless).
+    keys = await world.plan(
+        (DoorActionKind.UNLOCK, -3 * 3600.0), (DoorActionKind.LOCK, -2 * 3600.0)
+    )
+    await world.executor.run_once()
+    actions = {a.key: a for a in await world.actions()}
+    assert actions[keys[0]].status is DoorActionStatus.SKIPPED
+    assert actions[keys[1]].status is DoorActionStatus.DONE
+    assert [r.action for r in world.bridge_commands()] == ["night_lock"]
+
+
 async def test_not_sent_on_the_bridge_falls_through_to_the_cloud_with_a_fresh_signature(
     world: World,
 ) -> None:

@@ -627,7 +627,10 @@ class Executor:
         ctx = self.ctx
         now = ctx.now()
         policy = await _room_policy(session, ctx, room_id)
-        if lc.should_skip(planned_at, now, policy.max_lateness):
+        # A late lock-side action still runs: skipping it could leave a door roomkey
+        # unlocked standing open (re-locking a locked door is harmless).
+        locks_door = kind in (DoorActionKind.LOCK, DoorActionKind.OPEN_HOUSE_OFF)
+        if lc.should_skip(planned_at, now, policy.max_lateness, locks_door=locks_door):
             late = now - planned_at
             reason = (
                 f"{int(late.total_seconds())} s late "
