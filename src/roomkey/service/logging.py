@@ -170,4 +170,8 @@ def configure_logging(
         lg = logging.getLogger(name)
         lg.handlers.clear()
         lg.propagate = True
+        # An earlier uvicorn.Config(log_level=...) or access_log=False may have raised the
+        # level or disabled the logger; this handler now owns uvicorn's output.
+        lg.setLevel(logging.NOTSET)
+        lg.disabled = False
     return handler
