@@ -22,7 +22,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from roomkey.lockme import MemoryTokenStore, Token
+from roomkey.lockme import Token
 from roomkey.service.app import create_app
 from roomkey.service.config import Config, parse_config
 from roomkey.service.crypto import SecretBox
@@ -38,6 +38,7 @@ from roomkey.service.db.models import (
     MessageState,
 )
 from roomkey.service.demo import LoopbackServer, SimLockSpec, add_sim_lock, config_toml
+from roomkey.service.lockme_gateway import token_store
 from roomkey.service.messages import MessageSettings
 from roomkey.service.runtime import Service
 from roomkey.sim.clock import SimClock
@@ -110,12 +111,6 @@ class Venue:
     lock_b: SimLockSpec
     token: Token
     nodes: list[Node] = field(default_factory=list)
-    token_store: MemoryTokenStore = field(init=False)
-
-    def __post_init__(self) -> None:
-        # One store for every replica, like a token file on a shared volume: Lockme rotates
-        # refresh tokens, so replicas with separate copies would revoke each other's.
-        self.token_store = MemoryTokenStore(self.token)
 
     # -- configuration --------------------------------------------------------------------
     def config(self, db_url: str, tmp_path: Path, *, replica: str) -> Config:
@@ -154,12 +149,12 @@ class Venue:
     ) -> Node:
         """Start a replica; point Lockme's webhook (if asked) and both bridges' at it."""
         config = self.config(db_url, tmp_path, replica=replica)
+        self.log_in(config, box, db_url)
         service = Service(
             config,
             clock=self.clock,
             engine=engine,
             secret_box=box,
-            lockme_token_store=self.token_store,
             instance_id=replica,
             message_settings=MessageSettings(backoff_initial=10, backoff_max=60),
         )
@@ -182,6 +177,19 @@ class Venue:
         await eventually(lambda: _reconciled(node), what="start-up reconciliation")
         await self.settle()
         return node
+
+    def log_in(self, config: Config, box: SecretBox, db_url: str) -> None:
+        """Put the venue's token in the database, as ``roomkey lockme login --config`` does,
+        unless a replica already did. Every replica reads that one token (Lockme rotates
+        refresh tokens: replicas with copies of their own would revoke each other's)."""
+        store = token_store(config, box, db_url)
+        try:
+            if store.load() is None:
+                store.save(self.token)
+        finally:
+            close = getattr(store, "close", None)
+            if callable(close):
+                close()
 
     async def stop_node(self, node: Node) -> None:
         await node.stop()

@@ -323,6 +323,7 @@ async def test_restart_mid_schedule_keeps_the_schedule_and_loses_no_message(
         "day_lock", "night_lock", "day_lock", "night_lock"
     ]
     assert all(m.read for m in venue.lockme.messages())
+    _token_refreshed_without_revoking(venue)
 
 
 async def _message_failed(engine: AsyncEngine) -> bool:
@@ -379,6 +380,16 @@ async def test_two_replicas_on_one_postgres_never_send_a_command_twice(
         assert c.state is CommandState.CONFIRMED
     assert len(per_action) == expected
     assert set(per_action.values()) == {1}
+    _token_refreshed_without_revoking(venue)
+
+
+def _token_refreshed_without_revoking(venue: Venue) -> None:
+    """The hours walked outlive the access token: the replicas refreshed the one token they
+    share in the database, one at a time, and no refresh was refused (a reused, rotated
+    refresh token would be: ``invalid_grant``)."""
+    grants = [g for g in venue.lockme.oauth.grants if g.grant_type == "refresh_token"]
+    assert grants
+    assert all(g.ok for g in grants), [g.error for g in grants]
 
 
 def _executor(service: Service) -> Executor:

@@ -2,9 +2,18 @@
 
 ``login`` starts a tiny loopback listener on the redirect URI's port, sends you (or, with
 ``--fetch``, itself: for the simulator, whose /authorize auto-approves) to the authorization
-URL, catches ``code`` + ``state``, checks the state, exchanges the code and saves the token to
-the token file (mode 0600). ``test``, ``me`` and ``rooms`` use that token (refreshing it when
-due). Tokens and the client secret are never printed.
+URL, catches ``code`` + ``state``, checks the state, exchanges the code and saves the token.
+``test``, ``me`` and ``rooms`` use that token (refreshing it when due). Tokens and the client
+secret are never printed.
+
+Two ways to say where the token goes:
+
+* ``--config PATH`` (the service's TOML; or ``$ROOMKEY_CONFIG`` when neither ``--config`` nor
+  ``--client-id`` is given): the ``[lockme]`` client settings come from the file and the token
+  is saved exactly where the service reads it (by default encrypted in its database, shared by
+  every replica; needs ``ROOMKEY_SECRET_KEY`` and a migrated database).
+* the flags ``--client-id``, ``--client-secret``, ``--token-file``, …: standalone SDK use, a
+  plain 0600 token file (default ``$XDG_CONFIG_HOME/roomkey/lockme-token.json``).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import typer
+from sqlalchemy.engine import make_url
 
 from roomkey.lockme import (
     DEFAULT_API_DOMAIN,
@@ -33,11 +43,13 @@ from roomkey.lockme import (
     LockmeClient,
     LockmeError,
     OAuthConfig,
+    TokenStore,
 )
 
 __all__ = ["default_token_file", "register"]
 
 _ENV = "ROOMKEY_LOCKME_"
+CONFIG_ENV = "ROOMKEY_CONFIG"
 DEFAULT_REDIRECT_URI = "http://127.0.0.1:8080/callback"
 
 
@@ -48,7 +60,12 @@ def default_token_file() -> Path:
 
 
 ClientId = Annotated[
-    str, typer.Option(envvar=_ENV + "CLIENT_ID", help="OAuth client (App) id from the Cockpit.")
+    str | None,
+    typer.Option(
+        envvar=_ENV + "CLIENT_ID",
+        help="OAuth client (App) id from the Cockpit (required without --config).",
+        show_default=False,
+    ),
 ]
 ClientSecret = Annotated[
     str,
@@ -73,6 +90,17 @@ TokenFile = Annotated[
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+ServiceConfig = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="roomkey's configuration file: use its [lockme] settings and the service's token "
+        "store (the database by default; needs ROOMKEY_SECRET_KEY). Replaces the other flags. "
+        "Without --config and --client-id: $ROOMKEY_CONFIG, if set.",
+        show_default=False,
+    ),
+]
 
 
 def _config(
@@ -96,10 +124,83 @@ def _fail(exc: Exception) -> typer.Exit:
 
 
 @contextlib.contextmanager
-def _client(config: OAuthConfig, token_file: Path | None) -> Iterator[LockmeClient]:
-    store = FileTokenStore(token_file or default_token_file())
-    with LockmeClient(config, store) as client:
-        yield client
+def _client(config: OAuthConfig, store: TokenStore) -> Iterator[LockmeClient]:
+    try:
+        with LockmeClient(config, store) as client:
+            yield client
+    finally:
+        close = getattr(store, "close", None)  # the database store's connections
+        if callable(close):
+            close()
+
+
+def _target(
+    service_config: Path | None,
+    client_id: str | None,
+    client_secret: str,
+    redirect_uri: str,
+    api_domain: str,
+    api_version: str,
+    token_file: Path | None,
+) -> tuple[OAuthConfig, TokenStore]:
+    """The OAuth settings and token store: from the service's config, or from the flags."""
+    if service_config is None and not client_id and os.environ.get(CONFIG_ENV):
+        service_config = Path(os.environ[CONFIG_ENV])
+    if service_config is not None:
+        return _service_target(service_config)
+    if not client_id:
+        raise typer.BadParameter("give --client-id (or --config PATH)", param_hint="--client-id")
+    config = _config(client_id, client_secret, redirect_uri, api_domain, api_version)
+    return config, FileTokenStore(token_file or default_token_file())
+
+
+def _service_target(path: Path) -> tuple[OAuthConfig, TokenStore]:
+    """``[lockme]`` of the service's config and the store the service itself uses."""
+    import asyncio
+
+    from roomkey.cli.service_cmds import load_cli_config
+    from roomkey.service.config import ConfigError
+    from roomkey.service.crypto import CryptoError, SecretBox
+    from roomkey.service.db.engine import redact_url
+    from roomkey.service.db.migrate import current_revision, head_revision
+    from roomkey.service.lockme_gateway import oauth_config, token_store
+    from roomkey.service.lockme_token_store import DatabaseTokenStore
+
+    try:
+        config = load_cli_config(path)
+        box = SecretBox.from_env()
+    except (ConfigError, CryptoError) as exc:
+        raise _fail(exc) from None
+    url = config.service.db_url()
+    store = token_store(config, box, url)
+    if isinstance(store, DatabaseTokenStore):
+        parsed = make_url(url)
+        database = parsed.database or ""
+        missing = parsed.get_backend_name() == "sqlite" and not Path(database).exists()
+        try:
+            revision = None if missing else asyncio.run(current_revision(url))
+        except Exception as exc:  # unreachable server, bad credentials, ...
+            typer.echo(
+                f"error: cannot read the database {redact_url(url)} ({type(exc).__name__})",
+                err=True,
+            )
+            raise typer.Exit(1) from None
+        if revision != head_revision():
+            typer.echo(
+                "error: the database is not at this roomkey's schema; run "
+                "`roomkey db upgrade --config ...` first",
+                err=True,
+            )
+            raise typer.Exit(1)
+    return oauth_config(config), store
+
+
+def _where(store: TokenStore) -> str:
+    location = getattr(store, "location", None)
+    if isinstance(location, str):
+        return location
+    path = getattr(store, "path", None)
+    return str(path) if path is not None else "the token store"
 
 
 # ---------------------------------------------------------------- loopback redirect listener
@@ -178,8 +279,8 @@ def register(app: typer.Typer, sim_app: typer.Typer) -> None:
 
     @lockme_app.command("login")
     def login(
-        client_id: ClientId,
-        client_secret: ClientSecret,
+        client_id: ClientId = None,
+        client_secret: ClientSecret = "",
         redirect_uri: RedirectUri = DEFAULT_REDIRECT_URI,
         api_domain: ApiDomain = DEFAULT_API_DOMAIN,
         api_version: ApiVersion = DEFAULT_VERSION,
@@ -196,14 +297,23 @@ def register(app: typer.Typer, sim_app: typer.Typer) -> None:
             ),
         ] = False,
         timeout: Annotated[float, typer.Option(help="Seconds to wait for the redirect.")] = 300.0,
+        service_config: ServiceConfig = None,
     ) -> None:
-        """Authorization-code login through a loopback redirect; saves the token file."""
-        config = _config(client_id, client_secret, redirect_uri, api_domain, api_version)
-        server, callback = _loopback_listener(redirect_uri)
+        """Authorization-code login through a loopback redirect; saves the token (with
+        --config: where the service reads it)."""
+        config, store = _target(
+            service_config, client_id, client_secret, redirect_uri, api_domain, api_version,
+            token_file,
+        )
+        if service_config is None and not client_secret:
+            raise typer.BadParameter(
+                "give --client-secret (or --config PATH)", param_hint="--client-secret"
+            )
+        server, callback = _loopback_listener(config.redirect_uri)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
-            with _client(config, token_file) as client:
+            with _client(config, store) as client:
                 url, state = client.authorization_url()
                 typer.echo(f"Authorize roomkey at:\n  {url}")
                 if fetch:
@@ -228,10 +338,8 @@ def register(app: typer.Typer, sim_app: typer.Typer) -> None:
                     user = client.me()
                 except LockmeError as exc:
                     raise _fail(exc) from None
-                store = client.store
-                where = store.path if isinstance(store, FileTokenStore) else "the token store"
                 typer.echo(
-                    f"Logged in as {user.nick or user.userid}; token saved to {where}"
+                    f"Logged in as {user.nick or user.userid}; token saved to {_where(store)}"
                     + (f" (expires at {token.expires:.0f})" if token.expires else "")
                 )
         finally:
@@ -240,18 +348,22 @@ def register(app: typer.Typer, sim_app: typer.Typer) -> None:
 
     @lockme_app.command("test")
     def test(
-        client_id: ClientId,
+        client_id: ClientId = None,
         client_secret: ClientSecret = "",
         redirect_uri: RedirectUri = DEFAULT_REDIRECT_URI,
         api_domain: ApiDomain = DEFAULT_API_DOMAIN,
         api_version: ApiVersion = DEFAULT_VERSION,
         token_file: TokenFile = None,
         as_json: AsJson = False,
+        service_config: ServiceConfig = None,
     ) -> None:
         """Call GET /test (Lockme answers OK)."""
-        config = _config(client_id, client_secret, redirect_uri, api_domain, api_version)
+        config, store = _target(
+            service_config, client_id, client_secret, redirect_uri, api_domain, api_version,
+            token_file,
+        )
         try:
-            with _client(config, token_file) as client:
+            with _client(config, store) as client:
                 result = client.test()
         except LockmeError as exc:
             raise _fail(exc) from None
@@ -259,18 +371,22 @@ def register(app: typer.Typer, sim_app: typer.Typer) -> None:
 
     @lockme_app.command("me")
     def me(
-        client_id: ClientId,
+        client_id: ClientId = None,
         client_secret: ClientSecret = "",
         redirect_uri: RedirectUri = DEFAULT_REDIRECT_URI,
         api_domain: ApiDomain = DEFAULT_API_DOMAIN,
         api_version: ApiVersion = DEFAULT_VERSION,
         token_file: TokenFile = None,
         as_json: AsJson = False,
+        service_config: ServiceConfig = None,
     ) -> None:
         """Call GET /me (the account the token belongs to)."""
-        config = _config(client_id, client_secret, redirect_uri, api_domain, api_version)
+        config, store = _target(
+            service_config, client_id, client_secret, redirect_uri, api_domain, api_version,
+            token_file,
+        )
         try:
-            with _client(config, token_file) as client:
+            with _client(config, store) as client:
                 user = client.me()
         except LockmeError as exc:
             raise _fail(exc) from None
@@ -281,18 +397,22 @@ def register(app: typer.Typer, sim_app: typer.Typer) -> None:
 
     @lockme_app.command("rooms")
     def rooms(
-        client_id: ClientId,
+        client_id: ClientId = None,
         client_secret: ClientSecret = "",
         redirect_uri: RedirectUri = DEFAULT_REDIRECT_URI,
         api_domain: ApiDomain = DEFAULT_API_DOMAIN,
         api_version: ApiVersion = DEFAULT_VERSION,
         token_file: TokenFile = None,
         as_json: AsJson = False,
+        service_config: ServiceConfig = None,
     ) -> None:
         """Call GET /rooms."""
-        config = _config(client_id, client_secret, redirect_uri, api_domain, api_version)
+        config, store = _target(
+            service_config, client_id, client_secret, redirect_uri, api_domain, api_version,
+            token_file,
+        )
         try:
-            with _client(config, token_file) as client:
+            with _client(config, store) as client:
                 found = client.list_rooms()
         except LockmeError as exc:
             raise _fail(exc) from None

@@ -32,7 +32,14 @@ from .oauth import (
     authorization_url,
     check_state,
 )
-from .token import FileTokenStore, MemoryTokenStore, Token, TokenStore
+from .token import (
+    AsyncTokenStore,
+    FileTokenStore,
+    LockingTokenStore,
+    MemoryTokenStore,
+    Token,
+    TokenStore,
+)
 from .validation import ext_id
 from .webhooks import (
     AsyncMessageHandler,
@@ -54,11 +61,13 @@ __all__ = [
     "AsyncLockmeClient",
     "AsyncMessageHandler",
     "AsyncSeenStore",
+    "AsyncTokenStore",
     "AuthError",
     "Claim",
     "FileTokenStore",
     "InvalidRequestError",
     "InvalidResponseError",
+    "LockingTokenStore",
     "LockmeClient",
     "LockmeError",
     "MaybeDeliveredError",

@@ -35,7 +35,7 @@ from .errors import (
     ValidationError,
 )
 from .oauth import OAuthConfig, code_grant_body, refresh_grant_body
-from .token import Token, TokenStore, dumps_redacted
+from .token import LockingTokenStore, Token, TokenStore, dumps_redacted
 
 __all__ = ["DEFAULT_REFRESH_MARGIN", "ClientCore", "transport_error"]
 
@@ -83,15 +83,20 @@ class ClientCore:
         self.venue_tz = _zone(venue_tz)
         self.refresh_margin = refresh_margin
         self.default_duration = default_duration
-        lock_path = getattr(store, "lock_path", None)
         self.refresh_lock = RefreshLock(
-            key=f"store-{id(store)}", lock_path=lock_path, timeout=lock_timeout
+            key=f"store-{id(store)}",
+            lock_path=getattr(store, "lock_path", None),
+            timeout=lock_timeout,
+            store_lock=store if isinstance(store, LockingTokenStore) else None,
         )
 
     # ------------------------------------------------------------ tokens
 
     def load_token(self) -> Token:
-        token = self.store.load()
+        return self.require(self.store.load())
+
+    def require(self, token: Token | None) -> Token:
+        """``token``, or :class:`NoTokenError` when nothing is stored."""
         if token is None:
             raise NoTokenError("no_token", "no Lockme token stored; log in first")
         return token

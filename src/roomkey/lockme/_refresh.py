@@ -1,8 +1,11 @@
-"""The lock behind single-flight token refresh: a thread lock plus a file lock.
+"""The lock behind single-flight token refresh: a thread lock plus a cross-process lock.
 
-The thread lock (one per lock file, shared by every client in the process) serialises threads
-and coroutines of this process; the file lock (``filelock``, next to the token file) serialises
-processes. The async variant polls both with ``asyncio.sleep`` so the event loop never blocks.
+The thread lock (one per lock file or store, shared by every client in the process) serialises
+threads and coroutines of this process. The cross-process lock is the store's own when it is a
+:class:`~roomkey.lockme.token.LockingTokenStore` (e.g. a database advisory lock that several
+hosts share), else a file lock (``filelock``, next to the token file) when the store names a
+``lock_path``, else none (memory stores). The async variant polls with ``asyncio.sleep`` so the
+event loop never blocks.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from .errors import NotSentError
+from .token import LockingTokenStore
 
 __all__ = ["RefreshLock"]
 
@@ -33,7 +37,11 @@ def _thread_lock(key: str) -> threading.Lock:
 
 
 class RefreshLock:
-    """Exclusive right to refresh the token of one store, across threads and processes."""
+    """Exclusive right to refresh the token of one store, across threads and processes.
+
+    ``store_lock``: a store providing its own cross-process lock; it replaces the file lock
+    (``lock_path`` is then ignored).
+    """
 
     def __init__(
         self,
@@ -42,9 +50,12 @@ class RefreshLock:
         lock_path: Path | None,
         timeout: float = 60.0,
         poll_interval: float = 0.02,
+        store_lock: LockingTokenStore | None = None,
     ) -> None:
-        self._thread_lock = _thread_lock(str(lock_path) if lock_path is not None else key)
-        self._lock_path = lock_path
+        self._store_lock = store_lock
+        self._lock_path = None if store_lock is not None else lock_path
+        thread_key = str(self._lock_path) if self._lock_path is not None else key
+        self._thread_lock = _thread_lock(thread_key)
         self._timeout = timeout
         self._poll = poll_interval
 
@@ -59,26 +70,43 @@ class RefreshLock:
             f"timed out after {self._timeout:g}s waiting for the token refresh lock"
         )
 
+    def _left(self, deadline: float) -> float:
+        return max(0.0, deadline - time.monotonic())
+
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
         """Blocking acquire (threads of sync clients)."""
+        deadline = time.monotonic() + self._timeout
         if not self._thread_lock.acquire(timeout=self._timeout):
             raise self._timed_out()
         try:
-            file_lock = self._file_lock()
-            if file_lock is None:
+            with self._cross_process(deadline):
                 yield
-                return
-            try:
-                file_lock.acquire(timeout=self._timeout, poll_interval=self._poll)
-            except Timeout:
-                raise self._timed_out() from None
-            try:
-                yield
-            finally:
-                file_lock.release()
         finally:
             self._thread_lock.release()
+
+    @contextlib.contextmanager
+    def _cross_process(self, deadline: float) -> Iterator[None]:
+        if self._store_lock is not None:
+            with contextlib.ExitStack() as stack:
+                try:
+                    stack.enter_context(self._store_lock.refresh_lock(self._left(deadline)))
+                except TimeoutError:
+                    raise self._timed_out() from None
+                yield
+            return
+        file_lock = self._file_lock()
+        if file_lock is None:
+            yield
+            return
+        try:
+            file_lock.acquire(timeout=self._left(deadline), poll_interval=self._poll)
+        except Timeout:
+            raise self._timed_out() from None
+        try:
+            yield
+        finally:
+            file_lock.release()
 
     @contextlib.asynccontextmanager
     async def hold_async(self) -> AsyncIterator[None]:
@@ -89,21 +117,35 @@ class RefreshLock:
                 raise self._timed_out()
             await asyncio.sleep(self._poll)
         try:
-            file_lock = self._file_lock()
-            if file_lock is None:
+            async with self._cross_process_async(deadline):
                 yield
-                return
-            while True:
-                try:
-                    file_lock.acquire(timeout=0)
-                    break
-                except Timeout:
-                    if time.monotonic() >= deadline:
-                        raise self._timed_out() from None
-                    await asyncio.sleep(self._poll)
-            try:
-                yield
-            finally:
-                file_lock.release()
         finally:
             self._thread_lock.release()
+
+    @contextlib.asynccontextmanager
+    async def _cross_process_async(self, deadline: float) -> AsyncIterator[None]:
+        if self._store_lock is not None:
+            async with contextlib.AsyncExitStack() as stack:
+                lock = self._store_lock.async_refresh_lock(self._left(deadline))
+                try:
+                    await stack.enter_async_context(lock)
+                except TimeoutError:
+                    raise self._timed_out() from None
+                yield
+            return
+        file_lock = self._file_lock()
+        if file_lock is None:
+            yield
+            return
+        while True:
+            try:
+                file_lock.acquire(timeout=0)
+                break
+            except Timeout:
+                if time.monotonic() >= deadline:
+                    raise self._timed_out() from None
+                await asyncio.sleep(self._poll)
+        try:
+            yield
+        finally:
+            file_lock.release()

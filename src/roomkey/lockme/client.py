@@ -22,7 +22,7 @@ from ._endpoints import ApiCall
 from .errors import RateLimitedError, ServerError, TransportError
 from .models import Message, Reservation, Room, Slot, User
 from .oauth import OAuthConfig, authorization_url, check_state
-from .token import Token, TokenStore
+from .token import AsyncTokenStore, Token, TokenStore
 
 __all__ = ["AsyncLockmeClient", "LockmeClient"]
 
@@ -246,7 +246,11 @@ class LockmeClient(_Base):
 
 
 class AsyncLockmeClient(_Base):
-    """Asyncio client; waiting for the refresh lock never blocks the event loop."""
+    """Asyncio client; waiting for the refresh lock never blocks the event loop.
+
+    With an :class:`~roomkey.lockme.token.AsyncTokenStore` the token is loaded and saved
+    through its awaitable ``aload``/``asave``; other stores are called directly.
+    """
 
     def __init__(
         self,
@@ -306,17 +310,28 @@ class AsyncLockmeClient(_Base):
         check_state(expected_state, state)
         token = await self._grant(self._core.code_request(code), None)
         async with self._core.refresh_lock.hold_async():
-            self._core.store.save(token)
+            await self._save(token)
         return token
+
+    async def _load(self) -> Token | None:
+        store = self._core.store
+        return await store.aload() if isinstance(store, AsyncTokenStore) else store.load()
+
+    async def _save(self, token: Token) -> None:
+        store = self._core.store
+        if isinstance(store, AsyncTokenStore):
+            await store.asave(token)
+        else:
+            store.save(token)
 
     async def refresh_token(self, *, force: bool = True) -> Token:
         """Refresh now (single-flight). ``force=False`` refreshes only if due."""
-        current = self._core.load_token()
+        current = self._core.require(await self._load())
         return await self._refresh(stale=current.access_token if force else None, force=force)
 
     async def token(self) -> Token:
         """The current token, refreshed first if it expires within the margin."""
-        token = self._core.load_token()
+        token = self._core.require(await self._load())
         if not self._core.needs_refresh(token):
             return token
         try:
@@ -329,13 +344,13 @@ class AsyncLockmeClient(_Base):
 
     async def _refresh(self, *, stale: str | None, force: bool) -> Token:
         async with self._core.refresh_lock.hold_async():
-            current = self._core.store.load()
+            current = await self._load()
             reuse = self._core.reusable(current, stale=stale, force=force)
             if reuse is not None:
                 return reuse
             assert current is not None
             new = await self._grant(self._core.refresh_request(current), current)
-            self._core.store.save(new)
+            await self._save(new)
             log.info("Lockme token refreshed")
             return new
 

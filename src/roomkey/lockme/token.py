@@ -4,6 +4,12 @@
 ``expires`` as an absolute Unix timestamp, extra server keys kept). Secrets never appear in its
 ``repr``. :class:`FileTokenStore` writes the token with mode 0600 by atomic replace (temp file,
 fsync, rename, fsync of the directory) and names the lock file used for single-flight refresh.
+
+Two optional extensions of :class:`TokenStore` let other storage plug in: a
+:class:`LockingTokenStore` brings its own cross-process refresh lock (e.g. a database advisory
+lock shared by several hosts), used instead of the file lock; an :class:`AsyncTokenStore` has
+awaitable ``aload``/``asave`` that the async client prefers (storage that would block the event
+loop).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -21,7 +28,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import InvalidResponseError
 
-__all__ = ["FileTokenStore", "MemoryTokenStore", "Token", "TokenStore"]
+__all__ = [
+    "AsyncTokenStore",
+    "FileTokenStore",
+    "LockingTokenStore",
+    "MemoryTokenStore",
+    "Token",
+    "TokenStore",
+]
 
 # The PHP SDK reads an ``expires`` above this value as a timestamp, anything smaller as seconds.
 _ABSOLUTE_EXPIRES_THRESHOLD = 1_349_067_600
@@ -96,6 +110,31 @@ class TokenStore(Protocol):
     def load(self) -> Token | None: ...
 
     def save(self, token: Token) -> None: ...
+
+
+@runtime_checkable
+class LockingTokenStore(TokenStore, Protocol):
+    """A store that provides the cross-process lock around a refresh itself.
+
+    The clients still serialise threads and coroutines of one process with a thread lock, then
+    take this lock instead of the file lock next to ``lock_path``. Both context managers must
+    give up after ``timeout`` seconds by raising :class:`TimeoutError` (the clients turn it into
+    :class:`~roomkey.lockme.errors.NotSentError`), and the async one must not block the event
+    loop while it waits.
+    """
+
+    def refresh_lock(self, timeout: float) -> AbstractContextManager[None]: ...
+
+    def async_refresh_lock(self, timeout: float) -> AbstractAsyncContextManager[None]: ...
+
+
+@runtime_checkable
+class AsyncTokenStore(TokenStore, Protocol):
+    """A store with awaitable load/save, which :class:`AsyncLockmeClient` uses when present."""
+
+    async def aload(self) -> Token | None: ...
+
+    async def asave(self, token: Token) -> None: ...
 
 
 class MemoryTokenStore:

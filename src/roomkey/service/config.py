@@ -295,8 +295,11 @@ class LockmeConfig(_Model):
     redirect_uri: HttpUrl = "http://127.0.0.1:8080/lockme/callback"
     api_domain: HttpUrl = "https://api.lock.me"
     version: Annotated[str, Field(pattern=r"^v2\.\d+$")] = "v2.4"
+    token_storage: Literal["database", "file"] = "database"  # noqa: S105 - not a secret
+    """``database``: the token is kept encrypted in the database, shared by every replica
+    (``token_file``, if present, is imported once). ``file``: kept in ``token_file``."""
     token_file: Path | None = None
-    """Where the OAuth token is kept (encrypted); default ``<data_dir>/lockme-token.json``."""
+    """The token file (encrypted); default ``<data_dir>/lockme-token.json``."""
     venue_timezone: TimeZoneName = DEFAULT_TIMEZONE
     departments: list[Department] = Field(default_factory=list)
 

@@ -307,12 +307,14 @@ class Service:
                 secret_box = None  # sync_inventory() insists when there are credentials
         self.secret_box = secret_box
         self._owns_lockme = lockme is None
+        self._owns_token_store = lockme is None and lockme_token_store is None
         self.lockme = lockme or build_lockme_client(
             config,
             clock=self.clock.time,
             box=secret_box,
             store=lockme_token_store,
             http_client=lockme_http,
+            engine_url=self.engine.url,
         )
         self.loqed_http = loqed_http
         """Injected HTTP client for LOQED transports (tests/demo); None: real network."""
@@ -411,6 +413,10 @@ class Service:
         await self.stop()
         if self._owns_lockme:
             await self.lockme.aclose()
+        if self._owns_token_store:
+            close = getattr(self.lockme.store, "close", None)  # the database store's engine
+            if callable(close):
+                close()
         if self._owns_engine:
             await self.engine.dispose()
 
