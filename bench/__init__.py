@@ -1,0 +1,1 @@
+"""roomkey's benchmarks: ``python -m bench.run`` (see docs/performance.md)."""
