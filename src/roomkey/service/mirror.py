@@ -97,6 +97,19 @@ async def _locked(session: AsyncSession, reservation_id: int) -> Reservation | N
     )
 
 
+def _older_message(message_id: str | None, last_message_id: str | None) -> bool:
+    """True when ``message_id`` was issued before the message that last changed the row.
+
+    Lockme numbers its messages in issue order, so a smaller id is an older message.
+    Ids that are not plain integers are never compared (the message then applies).
+    """
+    if message_id is None or last_message_id is None:
+        return False
+    if not (message_id.isdecimal() and last_message_id.isdecimal()):
+        return False
+    return int(message_id) < int(last_message_id)
+
+
 def _fields(snapshot: LockmeReservation, room_id: int, context: RoomContext) -> dict[str, Any]:
     start = local_to_utc(snapshot.date, snapshot.hour, context.timezone)
     minutes = snapshot.duration if snapshot.duration and snapshot.duration > 0 else None
@@ -145,6 +158,10 @@ async def apply_snapshot(
         and unless_updated_after is not None
         and (row.updated_at >= unless_updated_after)
     ):
+        return MirrorResult(reservation_id, MirrorChange.FRESHER, frozenset())
+    if row is not None and _older_message(message_id, row.last_message_id):
+        # A late redelivery of an older message (e.g. a dropped delivery retried after a
+        # newer edit was applied) must not undo the newer state.
         return MirrorResult(reservation_id, MirrorChange.FRESHER, frozenset())
     if row is None:
         session.add(
