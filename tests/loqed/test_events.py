@@ -399,3 +399,17 @@ def test_malformed_headers_are_bad_signatures(headers: dict[str, str]) -> None:
 def test_invalid_bridge_key_is_a_configuration_error() -> None:
     with pytest.raises(InvalidRequestError):
         verify_bridge_webhook(STATE_REACHED, _headers(), bridge_key="%%%", now=TS)
+
+
+def test_numbers_outside_32_bits_are_treated_as_garbage() -> None:
+    # A malformed payload must never carry a number too large to store (seen by the
+    # reliability suite: ble_strength 4e216 reached SQLite and overflowed).
+    from roomkey.loqed import parse_event
+
+    event = parse_event(
+        b'{"event_type":"ONLINE","ble_strength":4.008539844577849e+216,'
+        b'"wifi_strength":"99999999999","battery_percentage":2147483648,"key_local_id":-1}'
+    )
+    assert event.ble_strength is None
+    assert event.wifi_strength is None
+    assert event.battery_percentage is None

@@ -38,27 +38,39 @@ __all__ = [
 # --------------------------------------------------------------------------- lenient scalars
 
 
+_INT_LIMIT = 2**31
+"""LOQED's numbers (percentages, strengths, key ids, counters) fit a signed 32-bit integer."""
+
+
+def _bounded(number: int) -> int | None:
+    return number if -_INT_LIMIT <= number < _INT_LIMIT else None
+
+
 def as_int(value: Any) -> int | None:
-    """Lenient integer: ints, integral floats, numeric strings; anything else → None."""
+    """Lenient integer: ints, integral floats, numeric strings; anything else → None.
+
+    Values outside the signed 32-bit range are treated as garbage (None), so a malformed
+    payload can never carry a number too large to store.
+    """
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
+        return _bounded(value)
     if isinstance(value, float):
-        return int(value) if math.isfinite(value) else None
+        return _bounded(int(value)) if math.isfinite(value) else None
     if isinstance(value, str):
         text = value.strip()
         if not text or len(text) > 40:
             return None
         try:
-            return int(text)
+            return _bounded(int(text))
         except ValueError:
             pass
         try:
             number = float(text)
         except ValueError:
             return None
-        return int(number) if math.isfinite(number) else None
+        return _bounded(int(number)) if math.isfinite(number) else None
     return None
 
 
