@@ -87,6 +87,7 @@ def test_defaults() -> None:
     assert config.rooms[0].timezone == "Europe/Warsaw"
     assert config.lockme.venue_timezone == "Europe/Warsaw"
     assert config.lockme.version == "v2.4"
+    assert config.lockme.max_concurrency == 8
     assert config.service.db_url() == "sqlite+aiosqlite:////srv/rk/data/roomkey.sqlite3"
     assert config.lock("door").resolved_loqed_id is None
 
@@ -158,6 +159,8 @@ BAD_CASES: list[tuple[str, str, str]] = [
     (MINIMAL + "\n[loqed]\ndedupe_window_seconds = -1\n", "loqed.dedupe_window_seconds", "≥ 0"),
     (_set(MINIMAL, "[lockme]", "redirect_uri = 'not a url'"), "lockme.redirect_uri", "URL"),
     (_set(MINIMAL, "[lockme]", "version = 'v9'"), "lockme.version", "pattern"),
+    (_set(MINIMAL, "[lockme]", "max_concurrency = 0"), "lockme.max_concurrency", "≥ 1"),
+    (_set(MINIMAL, "[lockme]", "max_concurrency = 'many'"), "lockme.max_concurrency", "integer"),
     (
         _set(MINIMAL, "[lockme]", "[[lockme.departments]]\nid = 0\nname = 'x'"),
         "lockme.departments[0].id",
@@ -210,6 +213,11 @@ def test_bad_values_name_their_key(text: str, path: str, fragment: str) -> None:
     assert path in paths, str(info.value)
     assert fragment.lower() in paths[path].lower(), str(info.value)
     assert SECRET_MARK not in str(info.value)
+
+
+def test_lockme_max_concurrency_is_read() -> None:
+    config = parse_config(_set(MINIMAL, "[lockme]", "max_concurrency = 3"))
+    assert config.lockme.max_concurrency == 3
 
 
 def test_all_problems_reported_at_once() -> None:

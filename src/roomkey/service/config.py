@@ -302,6 +302,8 @@ class LockmeConfig(_Model):
     """The token file (encrypted); default ``<data_dir>/lockme-token.json``."""
     venue_timezone: TimeZoneName = DEFAULT_TIMEZONE
     departments: list[Department] = Field(default_factory=list)
+    max_concurrency: int = Field(default=8, ge=1, le=256)
+    """Most Lockme API requests the message worker has in flight at once."""
 
 
 class LoqedConfig(_Model):

@@ -21,6 +21,7 @@ receiver; re-applying a snapshot changes nothing in the mirror.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -81,6 +82,8 @@ class MessageSettings:
     """How long a claim holds; a replica that dies mid-message releases it this way."""
     idle_interval: float = 60.0
     """Longest sleep between passes when nothing is due (the receiver wakes the worker)."""
+    max_concurrency: int = 8
+    """Most Lockme API requests in flight at once (``[lockme] max_concurrency``)."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,9 @@ class MessageWorker:
     def __init__(self, service: Service, settings: MessageSettings | None = None) -> None:
         self.service = service
         self.settings = settings or MessageSettings()
+        if self.settings.max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self._lockme_slots = asyncio.Semaphore(self.settings.max_concurrency)
 
     @property
     def owner(self) -> str:
@@ -148,8 +154,7 @@ class MessageWorker:
         """Claim and process one batch. Returns 0 when more is due, else the seconds until
         the next retry (or a claim held elsewhere) falls due; None: nothing scheduled."""
         claimed = await self.claim()
-        for message_id in claimed:
-            await self.process(message_id)
+        await self.process_batch(claimed)
         if len(claimed) >= self.settings.batch_size:
             return 0.0
         delay = await self._seconds_until_next_due()
@@ -164,9 +169,27 @@ class MessageWorker:
             claimed = await self.claim()
             if not claimed:
                 break
-            for message_id in claimed:
-                outcomes.append(await self.process(message_id))
+            outcomes.extend(await self.process_batch(claimed))
         return outcomes
+
+    async def process_batch(self, message_ids: list[str]) -> list[MessageOutcome]:
+        """Process claimed messages concurrently, in claim order where it matters.
+
+        Lockme requests (fetch, mark read) overlap, at most ``max_concurrency`` in flight;
+        the apply steps (mirror + replan transactions) run one after another in claim order,
+        so an older snapshot of a reservation is never applied after a newer one.
+        """
+        if len(message_ids) <= 1:
+            return [await self.process(message_id) for message_id in message_ids]
+        turns = [asyncio.Event() for _ in message_ids]
+        return list(
+            await asyncio.gather(
+                *(
+                    self.process(message_id, after=turns[i - 1] if i else None, done=turns[i])
+                    for i, message_id in enumerate(message_ids)
+                )
+            )
+        )
 
     # -- claiming ----------------------------------------------------------------------
     async def claim(self) -> list[str]:
@@ -206,8 +229,18 @@ class MessageWorker:
         return max(0.0, (min(moments) - now).total_seconds())
 
     # -- processing --------------------------------------------------------------------
-    async def process(self, message_id: str) -> MessageOutcome:
-        """Take one claimed message as far as it goes; failures are recorded, not raised."""
+    async def process(
+        self,
+        message_id: str,
+        *,
+        after: asyncio.Event | None = None,
+        done: asyncio.Event | None = None,
+    ) -> MessageOutcome:
+        """Take one claimed message as far as it goes; failures are recorded, not raised.
+
+        ``after``/``done`` order the apply step within a batch: wait for ``after`` before
+        applying, set ``done`` once this message no longer needs its turn.
+        """
         service = self.service
         step = "load"
         try:
@@ -218,19 +251,28 @@ class MessageWorker:
                 raw = row.raw
                 if raw is None:
                     step = "fetch"
-                    fetched = await service.lockme.get_message(message_id)
+                    async with self._lockme_slots:
+                        fetched = await service.lockme.get_message(message_id)
                     raw = fetched.model_dump(mode="json", exclude_none=True)
                     step = "store"
                     await self._store_raw(message_id, raw)
                 step = "apply"
+                if after is not None:
+                    await after.wait()
                 outcome_rooms = await self._apply(message_id, raw)
             else:
                 outcome_rooms = frozenset()
+            if done is not None:
+                done.set()
             step = "mark_read"
-            await service.lockme.mark_message_read(message_id)
+            async with self._lockme_slots:
+                await service.lockme.mark_message_read(message_id)
             action = await self._acked(message_id)
         except Exception as exc:
             return await self._failed(message_id, step, exc)
+        finally:
+            if done is not None:
+                done.set()
         service.metrics.messages_processed.labels(action or "unknown", "acked").inc()
         log.info("lockme message %s (%s) applied and marked read", message_id, action)
         return MessageOutcome(message_id, MessageState.ACKED, action, outcome_rooms)

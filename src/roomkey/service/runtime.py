@@ -325,7 +325,10 @@ class Service:
             self.clock,
             on_failure=lambda name, _exc: self.metrics.worker_failures.labels(name).inc(),
         )
-        self.messages = MessageWorker(self, message_settings)
+        self.messages = MessageWorker(
+            self,
+            message_settings or MessageSettings(max_concurrency=config.lockme.max_concurrency),
+        )
         self.reconciler = Reconciler(self, reconcile_settings)
         self.add_worker(
             Worker(

@@ -4,17 +4,29 @@ SQLite connections get ``journal_mode=WAL``, ``busy_timeout`` and ``foreign_keys
 transaction starts with ``BEGIN IMMEDIATE``: SQLite has one writer at a time, and taking the write
 lock up front makes concurrent writers wait (``busy_timeout``) instead of failing when a
 read-then-write transaction finds the snapshot it read from already stale. Keep transactions short.
+
+Writers of one engine queue **in-process** for that lock: an :class:`asyncio.Lock` per engine is
+taken before ``BEGIN IMMEDIATE`` and released at commit, rollback or connection check-in, so a
+waiting transaction is woken the moment the previous one ends instead of sleep-polling in SQLite's
+busy handler (``busy_timeout`` still covers other processes on the same file). As before, a task
+must not begin a second transaction on the same engine while its first one is open: that waited
+for ``busy_timeout`` and failed, and now waits as long for the queue and fails the same way.
+PostgreSQL engines are untouched.
 """
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+from sqlalchemy.util import await_only
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
@@ -79,8 +91,50 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def _sqlite_on_begin(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+_HOLDS_WRITE_TURN = "roomkey_sqlite_write_turn"
+
+
+class _SQLiteWriteQueue:
+    """One engine's transactions, queued in-process for SQLite's single write lock."""
+
+    def __init__(self, timeout: float) -> None:
+        self._lock = asyncio.Lock()
+        self._timeout = timeout
+
+    def on_begin(self, conn: Connection) -> None:
+        # Runs inside SQLAlchemy's greenlet: await_only waits without blocking the loop.
+        if not conn.info.get(_HOLDS_WRITE_TURN):
+            if self._lock.locked():
+                try:
+                    await_only(asyncio.wait_for(self._lock.acquire(), self._timeout))
+                except TimeoutError:
+                    raise OperationalError(
+                        "BEGIN IMMEDIATE",
+                        None,
+                        sqlite3.OperationalError("database is locked (in-process write queue)"),
+                    ) from None
+            else:
+                await_only(self._lock.acquire())
+            conn.info[_HOLDS_WRITE_TURN] = True
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            self.on_end(conn)
+            raise
+
+    def on_end(self, conn: Connection) -> None:
+        self._release(conn.info)
+
+    def on_checkin(self, _dbapi_connection: Any, record: Any) -> None:
+        # safety net: a connection never leaves the pool's hands still holding the turn
+        self._release(record.info)
+
+    def on_invalidate(self, _dbapi_connection: Any, record: Any, _exc: Any) -> None:
+        self._release(record.info)
+
+    def _release(self, info: dict[Any, Any]) -> None:
+        if info.pop(_HOLDS_WRITE_TURN, False):
+            self._lock.release()
 
 
 def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
@@ -94,8 +148,14 @@ def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = _create_async_engine(parsed, **kwargs)
-        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
-        event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
+        sync_engine = engine.sync_engine
+        queue = _SQLiteWriteQueue(SQLITE_BUSY_TIMEOUT_MS / 1000)
+        event.listen(sync_engine, "connect", _sqlite_on_connect)
+        event.listen(sync_engine, "begin", queue.on_begin)
+        event.listen(sync_engine, "commit", queue.on_end)
+        event.listen(sync_engine, "rollback", queue.on_end)
+        event.listen(sync_engine.pool, "checkin", queue.on_checkin)
+        event.listen(sync_engine.pool, "invalidate", queue.on_invalidate)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return _create_async_engine(parsed, **kwargs)
