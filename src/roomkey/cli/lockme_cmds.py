@@ -26,10 +26,10 @@ import os
 import queue
 import threading
 import webbrowser
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -52,6 +52,8 @@ _ENV = "ROOMKEY_LOCKME_"
 CONFIG_ENV = "ROOMKEY_CONFIG"
 DEFAULT_REDIRECT_URI = "http://127.0.0.1:8080/callback"
 
+
+_T = TypeVar("_T")
 
 def default_token_file() -> Path:
     """``$XDG_CONFIG_HOME/roomkey/lockme-token.json`` (``~/.config`` by default)."""
@@ -152,6 +154,28 @@ def _target(
         raise typer.BadParameter("give --client-id (or --config PATH)", param_hint="--client-id")
     config = _config(client_id, client_secret, redirect_uri, api_domain, api_version)
     return config, FileTokenStore(token_file or default_token_file())
+
+
+def _call(
+    call: Callable[[LockmeClient], _T],
+    service_config: Path | None,
+    client_id: str | None,
+    client_secret: str,
+    redirect_uri: str,
+    api_domain: str,
+    api_version: str,
+    token_file: Path | None,
+) -> _T:
+    """Run one API call with the resolved settings; SDK errors become a clean exit 1."""
+    config, store = _target(
+        service_config, client_id, client_secret, redirect_uri, api_domain, api_version,
+        token_file,
+    )
+    try:
+        with _client(config, store) as client:
+            return call(client)
+    except LockmeError as exc:
+        raise _fail(exc) from None
 
 
 def _service_target(path: Path) -> tuple[OAuthConfig, TokenStore]:
@@ -358,15 +382,11 @@ def register(app: typer.Typer, sim_app: typer.Typer) -> None:
         service_config: ServiceConfig = None,
     ) -> None:
         """Call GET /test (Lockme answers OK)."""
-        config, store = _target(
+        result = _call(
+            lambda client: client.test(),
             service_config, client_id, client_secret, redirect_uri, api_domain, api_version,
             token_file,
         )
-        try:
-            with _client(config, store) as client:
-                result = client.test()
-        except LockmeError as exc:
-            raise _fail(exc) from None
         typer.echo(json.dumps(result) if as_json else result)
 
     @lockme_app.command("me")
@@ -381,15 +401,11 @@ def register(app: typer.Typer, sim_app: typer.Typer) -> None:
         service_config: ServiceConfig = None,
     ) -> None:
         """Call GET /me (the account the token belongs to)."""
-        config, store = _target(
+        user = _call(
+            lambda client: client.me(),
             service_config, client_id, client_secret, redirect_uri, api_domain, api_version,
             token_file,
         )
-        try:
-            with _client(config, store) as client:
-                user = client.me()
-        except LockmeError as exc:
-            raise _fail(exc) from None
         if as_json:
             typer.echo(json.dumps(user.model_dump(mode="json")))
         else:
@@ -407,15 +423,11 @@ def register(app: typer.Typer, sim_app: typer.Typer) -> None:
         service_config: ServiceConfig = None,
     ) -> None:
         """Call GET /rooms."""
-        config, store = _target(
+        found = _call(
+            lambda client: client.list_rooms(),
             service_config, client_id, client_secret, redirect_uri, api_domain, api_version,
             token_file,
         )
-        try:
-            with _client(config, store) as client:
-                found = client.list_rooms()
-        except LockmeError as exc:
-            raise _fail(exc) from None
         if as_json:
             payload = [room.model_dump(mode="json", by_alias=True) for room in found]
             typer.echo(json.dumps(payload))
