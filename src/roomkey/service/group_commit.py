@@ -1,0 +1,109 @@
+"""Group commit: many concurrent callers, one transaction per batch.
+
+A receiver that commits one transaction per request pays BEGIN/COMMIT (and, on SQLite, a turn
+at the single write lock) for every webhook. :class:`GroupCommit` lets each caller
+``await submit(item)`` and get its own result, while one drain task writes whatever has queued
+in one call to ``run_batch`` (one transaction). There is no timer: while a batch is being
+written the next one gathers, so an idle system answers at once and a busy one batches more.
+
+Every caller is answered only after the batch holding its item has run, so "durable before the
+answer" still holds. When ``run_batch`` raises, every caller of that batch gets the exception
+and nothing of the batch is acknowledged; later batches are unaffected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+__all__ = ["GroupCommit"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+log = logging.getLogger(__name__)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    # A caller that gave up no longer awaits its future; its failure is not "unretrieved".
+    if not future.cancelled():
+        future.exception()
+
+
+class GroupCommit(Generic[T, R]):
+    """Batches concurrent ``submit`` calls into calls of ``run_batch(items) -> results``.
+
+    ``run_batch`` must return one result per item, in order. ``max_batch`` bounds a batch
+    (and so a transaction's size)."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[Sequence[T]], Awaitable[Sequence[R]]],
+        *,
+        max_batch: int = 256,
+        name: str = "group-commit",
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._run_batch = run_batch
+        self._max_batch = max_batch
+        self._name = name
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._drain: asyncio.Task[None] | None = None
+        self.batches = 0
+        """Batches written so far (for tests and metrics)."""
+        self.items = 0
+        """Items written so far."""
+
+    async def submit(self, item: T) -> R:
+        """Queue ``item`` and wait until the batch holding it has been written."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        future.add_done_callback(_retrieve)
+        self._pending.append((item, future))
+        if self._drain is None or self._drain.done():
+            self._drain = loop.create_task(self._drain_all(), name=self._name)
+        # The write goes on even if this caller gives up: the item is already queued.
+        return await asyncio.shield(future)
+
+    async def _drain_all(self) -> None:
+        # Let the callers that are already runnable queue their items first.
+        await asyncio.sleep(0)
+        while self._pending:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            try:
+                results = await self._run_batch([item for item, _ in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(
+                        f"{self._name}: run_batch returned {len(results)} results "
+                        f"for {len(batch)} items"
+                    )
+            except asyncio.CancelledError:
+                error = RuntimeError(f"{self._name}: stopped before the batch was written")
+                for _, future in batch + self._pending:
+                    if not future.done():
+                        future.set_exception(error)
+                self._pending.clear()
+                raise
+            except Exception as exc:  # every caller of the batch sees the failure
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            self.batches += 1
+            self.items += len(batch)
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+    async def aclose(self) -> None:
+        """Write what is queued, then stop."""
+        task = self._drain
+        if task is not None and not task.done():
+            try:
+                await task
+            except Exception:  # already delivered to the callers
+                log.debug("%s: last batch failed", self._name, exc_info=True)

@@ -1,0 +1,110 @@
+"""GroupCommit: one run_batch per gathered batch, one answer per caller, failures contained."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from roomkey.service.group_commit import GroupCommit
+
+
+async def test_concurrent_callers_share_one_batch_and_get_their_own_result() -> None:
+    seen: list[list[int]] = []
+
+    async def run(items: Sequence[int]) -> list[int]:
+        seen.append(list(items))
+        await asyncio.sleep(0)
+        return [i * 10 for i in items]
+
+    group: GroupCommit[int, int] = GroupCommit(run)
+    results = await asyncio.gather(*(group.submit(i) for i in range(50)))
+    assert results == [i * 10 for i in range(50)]
+    assert seen == [list(range(50))]
+    assert (group.batches, group.items) == (1, 50)
+
+
+async def test_items_arriving_during_a_write_form_the_next_batch() -> None:
+    gate = asyncio.Event()
+    seen: list[list[str]] = []
+
+    async def run(items: Sequence[str]) -> list[str]:
+        seen.append(list(items))
+        if len(seen) == 1:
+            await gate.wait()
+        return [s.upper() for s in items]
+
+    group: GroupCommit[str, str] = GroupCommit(run)
+    first = asyncio.ensure_future(group.submit("a"))
+    await asyncio.sleep(0.01)
+    later = [asyncio.ensure_future(group.submit(s)) for s in "bcd"]
+    await asyncio.sleep(0.01)
+    assert seen == [["a"]]
+    gate.set()
+    assert await first == "A"
+    assert [await f for f in later] == ["B", "C", "D"]
+    assert seen == [["a"], ["b", "c", "d"]]
+
+
+async def test_max_batch_bounds_each_batch() -> None:
+    sizes: list[int] = []
+
+    async def run(items: Sequence[int]) -> list[None]:
+        sizes.append(len(items))
+        return [None] * len(items)
+
+    group: GroupCommit[int, None] = GroupCommit(run, max_batch=8)
+    await asyncio.gather(*(group.submit(i) for i in range(20)))
+    assert sizes == [8, 8, 4]
+
+
+async def test_a_failed_batch_fails_only_its_callers() -> None:
+    calls = 0
+
+    async def run(items: Sequence[int]) -> list[int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError("disk full")
+        return list(items)
+
+    group: GroupCommit[int, int] = GroupCommit(run, max_batch=2)
+    outcomes = await asyncio.gather(*(group.submit(i) for i in range(4)), return_exceptions=True)
+    assert [type(o) for o in outcomes[:2]] == [OSError, OSError]
+    assert outcomes[2:] == [2, 3]
+
+
+async def test_wrong_result_count_is_an_error_for_the_batch() -> None:
+    async def run(items: Sequence[int]) -> list[int]:
+        return []
+
+    group: GroupCommit[int, int] = GroupCommit(run)
+    with pytest.raises(RuntimeError, match="0 results for 1 items"):
+        await group.submit(1)
+
+
+async def test_a_caller_that_gives_up_does_not_stop_the_write() -> None:
+    gate = asyncio.Event()
+    written: list[int] = []
+
+    async def run(items: Sequence[int]) -> list[None]:
+        await gate.wait()
+        written.extend(items)
+        return [None] * len(items)
+
+    group: GroupCommit[int, None] = GroupCommit(run)
+    caller = asyncio.ensure_future(group.submit(7))
+    await asyncio.sleep(0.01)
+    caller.cancel()
+    gate.set()
+    await group.aclose()
+    assert written == [7]
+
+
+def test_max_batch_must_be_positive() -> None:
+    async def run(items: Sequence[int]) -> list[int]:
+        return list(items)
+
+    with pytest.raises(ValueError):
+        GroupCommit(run, max_batch=0)
