@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,8 +23,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from roomkey.lockme.models import Reservation as LockmeReservation
-from roomkey.service.db._sql import serialize_scope
+from roomkey.service.db._sql import serialize_scope, serialize_scopes
+from roomkey.service.db.bulk import chunked
 from roomkey.service.db.models import Reservation, Room
+from roomkey.service.db.reservations import (
+    ReservationState,
+    load_reservation_states,
+    upsert_reservation_rows,
+)
 from roomkey.service.policy import DoorPolicy
 from roomkey.service.slots import local_to_utc
 
@@ -31,9 +38,12 @@ __all__ = [
     "DEFAULT_TIMEZONE",
     "MirrorChange",
     "MirrorResult",
+    "SnapshotInput",
     "apply_snapshot",
+    "apply_snapshots",
     "mark_deleted",
     "room_context",
+    "room_contexts",
 ]
 
 DEFAULT_TIMEZONE = "Europe/Warsaw"
@@ -72,9 +82,7 @@ class RoomContext:
     default_slot_minutes: int
 
 
-async def room_context(session: AsyncSession, room_id: int) -> RoomContext:
-    """The room's time zone and default slot (defaults for a room roomkey does not know)."""
-    room = await session.get(Room, room_id)
+def _context(room: Room | None) -> RoomContext:
     tz_name = room.timezone if room is not None and room.timezone else DEFAULT_TIMEZONE
     try:
         tz = ZoneInfo(tz_name)
@@ -86,6 +94,21 @@ async def room_context(session: AsyncSession, room_id: int) -> RoomContext:
         if isinstance(value, int) and value > 0:
             slot = value
     return RoomContext(tz, slot)
+
+
+async def room_context(session: AsyncSession, room_id: int) -> RoomContext:
+    """The room's time zone and default slot (defaults for a room roomkey does not know)."""
+    return _context(await session.get(Room, room_id))
+
+
+async def room_contexts(session: AsyncSession, room_ids: Iterable[int]) -> dict[int, RoomContext]:
+    """:func:`room_context` of many rooms with one ``IN`` query per chunk."""
+    wanted = sorted(set(room_ids))
+    found: dict[int, Room] = {}
+    for part in chunked(wanted):
+        for room in (await session.execute(select(Room).where(Room.id.in_(part)))).scalars():
+            found[room.id] = room
+    return {room_id: _context(found.get(room_id)) for room_id in wanted}
 
 
 async def _locked(session: AsyncSession, reservation_id: int) -> Reservation | None:
@@ -131,6 +154,17 @@ _COMPARED = ("room_id", "date", "hour", "start_at", "end_at", "status", "source"
 """Fields that matter to the plan; ``data`` (customer details) is refreshed silently."""
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotInput:
+    """One reservation snapshot to mirror (an ``add``/``edit`` message's data or a
+    ``list_reservations`` item) and the message it came with, if any."""
+
+    reservation_id: int
+    room_id: int
+    snapshot: LockmeReservation
+    message_id: str | None = None
+
+
 async def apply_snapshot(
     session: AsyncSession,
     reservation_id: int,
@@ -142,57 +176,144 @@ async def apply_snapshot(
     authoritative: bool = False,
     unless_updated_after: dt.datetime | None = None,
 ) -> MirrorResult:
-    """Insert or update one reservation from a Lockme snapshot (``add``/``edit`` data or a
-    ``list_reservations`` item).
+    """Insert or update one reservation from a Lockme snapshot: :func:`apply_snapshots`
+    with a set of one."""
+    (result,) = await apply_snapshots(
+        session,
+        [SnapshotInput(reservation_id, room_id, snapshot, message_id)],
+        now=now,
+        authoritative=authoritative,
+        unless_updated_after=unless_updated_after,
+    )
+    return result
+
+
+async def apply_snapshots(
+    session: AsyncSession,
+    items: Sequence[SnapshotInput],
+    *,
+    now: dt.datetime,
+    authoritative: bool = False,
+    unless_updated_after: dt.datetime | None = None,
+) -> list[MirrorResult]:
+    """Insert or update reservations from Lockme snapshots, in bulk; one result per item,
+    in order (several items for one reservation apply one after another).
 
     ``authoritative`` (reconciliation: the snapshot was just read from Lockme) revives a
     reservation marked deleted; a message (not authoritative) never does. With
     ``unless_updated_after`` a row changed at or after that moment is left alone
     (``FRESHER``): a message applied while reconciliation read the list wins.
+
+    Statements per call, whatever its size: the rooms' contexts, one advisory lock statement
+    (PostgreSQL), one ``SELECT … FOR UPDATE`` and one ``INSERT … ON CONFLICT DO UPDATE`` per
+    chunk of :data:`~roomkey.service.db.reservations.IN_CHUNK` reservations.
     """
-    context = await room_context(session, room_id)
-    fields = _fields(snapshot, room_id, context)
-    row = await _locked(session, reservation_id)
-    if (
-        row is not None
-        and unless_updated_after is not None
-        and (row.updated_at >= unless_updated_after)
-    ):
-        return MirrorResult(reservation_id, MirrorChange.FRESHER, frozenset())
-    if row is not None and _older_message(message_id, row.last_message_id):
-        # A late redelivery of an older message (e.g. a dropped delivery retried after a
-        # newer edit was applied) must not undo the newer state.
-        return MirrorResult(reservation_id, MirrorChange.FRESHER, frozenset())
-    if row is None:
-        session.add(
-            Reservation(
-                id=reservation_id,
-                deleted=False,
-                created_at=now,
-                updated_at=now,
-                last_message_id=message_id,
-                **fields,
+    if not items:
+        return []
+    contexts = await room_contexts(session, (item.room_id for item in items))
+    results: list[MirrorResult] = []
+    for part in _distinct_runs(items):
+        results.extend(
+            await _apply_run(
+                session,
+                part,
+                contexts,
+                now=now,
+                authoritative=authoritative,
+                unless_updated_after=unless_updated_after,
             )
         )
-        await session.flush()
-        return MirrorResult(reservation_id, MirrorChange.ADDED, frozenset({room_id}))
-    if row.deleted and not authoritative:
-        return MirrorResult(reservation_id, MirrorChange.IGNORED, frozenset())
-    old_room = row.room_id
-    differs = row.deleted or any(getattr(row, name) != fields[name] for name in _COMPARED)
-    if not differs:
-        row.data = fields["data"]
-        if message_id is not None:
-            row.last_message_id = message_id
-        return MirrorResult(reservation_id, MirrorChange.UNCHANGED, frozenset())
-    for name, value in fields.items():
-        setattr(row, name, value)
-    row.deleted = False
-    row.updated_at = now
-    if message_id is not None:
-        row.last_message_id = message_id
-    await session.flush()
-    return MirrorResult(reservation_id, MirrorChange.CHANGED, frozenset({old_room, room_id}))
+    return results
+
+
+def _distinct_runs(items: Sequence[SnapshotInput]) -> list[Sequence[SnapshotInput]]:
+    """Consecutive runs of ``items`` in which no reservation id repeats."""
+    runs: list[Sequence[SnapshotInput]] = []
+    start = 0
+    seen: set[int] = set()
+    for index, item in enumerate(items):
+        if item.reservation_id in seen:
+            runs.append(items[start:index])
+            start, seen = index, set()
+        seen.add(item.reservation_id)
+    runs.append(items[start:])
+    return runs
+
+
+async def _apply_run(
+    session: AsyncSession,
+    items: Sequence[SnapshotInput],
+    contexts: Mapping[int, RoomContext],
+    *,
+    now: dt.datetime,
+    authoritative: bool,
+    unless_updated_after: dt.datetime | None,
+) -> list[MirrorResult]:
+    ids = [item.reservation_id for item in items]
+    # Concurrent writers of the same reservation ids (message worker, reconciliation, other
+    # replicas) queue here even before the rows exist.
+    await serialize_scopes(session, (f"reservation:{rid}" for rid in ids))
+    stored = await load_reservation_states(session, ids, for_update=True)
+    results: list[MirrorResult] = []
+    writes: list[dict[str, Any]] = []
+    for item in items:
+        rid, room_id, message_id = item.reservation_id, item.room_id, item.message_id
+        fields = _fields(item.snapshot, room_id, contexts[room_id])
+        row = stored.get(rid)
+        if row is None:
+            writes.append(
+                {
+                    "id": rid,
+                    **fields,
+                    "deleted": False,
+                    "created_at": now,
+                    "updated_at": now,
+                    "last_message_id": message_id,
+                }
+            )
+            results.append(MirrorResult(rid, MirrorChange.ADDED, frozenset({room_id})))
+            continue
+        if unless_updated_after is not None and row.updated_at >= unless_updated_after:
+            results.append(MirrorResult(rid, MirrorChange.FRESHER, frozenset()))
+            continue
+        if _older_message(message_id, row.last_message_id):
+            # A late redelivery of an older message (e.g. a dropped delivery retried after a
+            # newer edit was applied) must not undo the newer state.
+            results.append(MirrorResult(rid, MirrorChange.FRESHER, frozenset()))
+            continue
+        if row.deleted and not authoritative:
+            results.append(MirrorResult(rid, MirrorChange.IGNORED, frozenset()))
+            continue
+        last_message_id = message_id if message_id is not None else row.last_message_id
+        differs = row.deleted or any(getattr(row, name) != fields[name] for name in _COMPARED)
+        if not differs:
+            if row.data != fields["data"] or last_message_id != row.last_message_id:
+                writes.append(
+                    {
+                        **_state(row),
+                        "data": fields["data"],
+                        "last_message_id": last_message_id,
+                    }
+                )
+            results.append(MirrorResult(rid, MirrorChange.UNCHANGED, frozenset()))
+            continue
+        writes.append(
+            {
+                "id": rid,
+                **fields,
+                "deleted": False,
+                "created_at": row.created_at,
+                "updated_at": now,
+                "last_message_id": last_message_id,
+            }
+        )
+        results.append(MirrorResult(rid, MirrorChange.CHANGED, frozenset({row.room_id, room_id})))
+    await upsert_reservation_rows(session, writes)
+    return results
+
+
+def _state(row: ReservationState) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in ReservationState.__slots__}
 
 
 async def mark_deleted(

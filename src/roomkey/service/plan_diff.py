@@ -314,6 +314,9 @@ def _diff_lock(
     for s in pending:
         if s.ref not in consumed:
             pool.setdefault(s.key, []).append(s)
+    history_by_key: dict[str, list[StoredAction]] = {}
+    for h in history:
+        history_by_key.setdefault(h.key, []).append(h)
 
     for p in sorted(planned, key=lambda a: a.sort_key):
         candidates = pool.get(p.key, [])
@@ -322,7 +325,7 @@ def _diff_lock(
             match = max(candidates, key=lambda s: s.generation)
         if match is not None:
             candidates.remove(match)
-        same_key = [h for h in history if h.key == p.key]
+        same_key = history_by_key.get(p.key, [])
 
         if p.role is ActionRole.OPEN and any(h.status.may_have_acted for h in same_key):
             if match is not None:

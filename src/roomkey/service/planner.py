@@ -214,16 +214,20 @@ class DoorInterval:
     @property
     def first(self) -> DoorWindow:
         """The unlock-side anchor: earliest window start (ties: room, reservation id)."""
+        if len(self.windows) == 1:
+            return self.windows[0]
         return min(self.windows, key=lambda w: w.sort_key)
 
     @property
     def last(self) -> DoorWindow:
         """The lock-side anchor: latest window end (ties: highest room, reservation id)."""
+        if len(self.windows) == 1:
+            return self.windows[0]
         return max(self.windows, key=lambda w: (w.end, w.room_id, w.reservation_id))
 
     @property
     def reservation_ids(self) -> tuple[str, ...]:
-        return tuple(w.reservation_id for w in sorted(self.windows, key=lambda w: w.sort_key))
+        return tuple(w.reservation_id for w in _by_start(self.windows))
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +333,13 @@ def booking_window(
     )
 
 
+def _by_start(windows: Sequence[DoorWindow]) -> Sequence[DoorWindow]:
+    """``windows`` ordered by :attr:`DoorWindow.sort_key` (no sort for one window)."""
+    if len(windows) == 1:
+        return windows
+    return sorted(windows, key=lambda w: w.sort_key)
+
+
 def merge_windows(lock_id: str, windows: Iterable[DoorWindow]) -> tuple[DoorInterval, ...]:
     """Merge windows on one lock into disjoint intervals.
 
@@ -396,7 +407,7 @@ def _interval_actions(interval: DoorInterval) -> list[PlannedAction]:
     elif UnlockMode.DAY_LOCK in modes:
         actions.append(make(ActionRole.UNLOCK, DoorCommand.DAY_LOCK, interval.start, first))
     opens: dict[datetime, DoorWindow] = {}
-    for window in sorted(interval.windows, key=lambda w: w.sort_key):
+    for window in _by_start(interval.windows):
         if window.unlock_mode is UnlockMode.OPEN:
             # Bookings starting at the same instant share one OPEN (never pull twice at once).
             opens.setdefault(window.slot_start, window)
@@ -431,12 +442,15 @@ def plan_room(
     *,
     now: datetime,
     tz: str | ZoneInfo = DEFAULT_TIMEZONE,
+    with_lock_plans: bool = True,
 ) -> RoomPlan:
     """Plan one room's doors from its bookings (pure; ``now`` only decides cart lapses).
 
     ``bookings`` may contain bookings of other rooms (e.g. one just moved away): they are
     reported as ``other_room`` and plan nothing here. Two inputs for one reservation id are
     an error: the pipeline passes the latest version of each reservation.
+    ``with_lock_plans=False`` leaves ``lock_plans`` empty (windows only), for a caller that
+    plans the locks with :func:`merge_lock_actions` anyway.
     """
     if now.utcoffset() is None:
         raise PlannerError("now must be timezone-aware")
@@ -460,7 +474,7 @@ def plan_room(
         windows=tuple(windows),
         ignored=tuple(sorted(ignored, key=lambda i: i.reservation_id)),
         locks=tuple(locks),
-        lock_plans={lock: plan_lock(lock, windows) for lock in locks},
+        lock_plans={lock: plan_lock(lock, windows) for lock in locks} if with_lock_plans else {},
     )
 
 

@@ -37,7 +37,7 @@ from roomkey.service.db.leases import release_lease, try_acquire_lease
 from roomkey.service.db.models import Reservation
 from roomkey.service.logging import redact
 from roomkey.service.messages import rearm_failed_messages
-from roomkey.service.mirror import MirrorChange, apply_snapshot, mark_deleted
+from roomkey.service.mirror import MirrorChange, SnapshotInput, apply_snapshots, mark_deleted
 from roomkey.service.replan import ReplanResult
 from roomkey.service.slots import local_to_utc, resolve_timezone
 
@@ -263,16 +263,18 @@ class Reconciler:
         report: ReconcileReport,
     ) -> set[int]:
         affected: set[int] = set()
-        for reservation_id, (room_id, snapshot) in sorted(seen.items()):
-            result = await apply_snapshot(
-                session,
-                reservation_id,
-                room_id,
-                snapshot,
-                now=now,
-                authoritative=True,
-                unless_updated_after=started,
-            )
+        results = await apply_snapshots(
+            session,
+            [
+                SnapshotInput(reservation_id, room_id, snapshot)
+                for reservation_id, (room_id, snapshot) in sorted(seen.items())
+            ],
+            now=now,
+            authoritative=True,
+            unless_updated_after=started,
+        )
+        for result in results:
+            reservation_id = result.reservation_id
             if result.change is MirrorChange.FRESHER:
                 report.skipped_fresher.append(reservation_id)
             elif result.change is MirrorChange.ADDED:

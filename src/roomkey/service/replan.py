@@ -24,17 +24,19 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import or_, select
+from sqlalchemy import Select, Table, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from roomkey.service.commands import DoorCommand
-from roomkey.service.db._sql import serialize_scope
+from roomkey.service.db._sql import serialize_scopes
 from roomkey.service.db.alerts import open_alert_if_new
+from roomkey.service.db.bulk import chunked, insert_rows
 from roomkey.service.db.models import (
     Command,
     DoorAction,
@@ -44,7 +46,7 @@ from roomkey.service.db.models import (
     Room,
     RoomLock,
 )
-from roomkey.service.db.plans import WindowSpec, replace_door_windows
+from roomkey.service.db.plans import WindowSpec, replace_room_door_windows
 from roomkey.service.plan_diff import (
     ActionChanges,
     ActionStatus,
@@ -90,6 +92,9 @@ ROLE_TO_KIND: Mapping[ActionRole, DoorActionKind] = {
 }
 KIND_TO_ROLE: Mapping[DoorActionKind, ActionRole] = {v: k for k, v in ROLE_TO_KIND.items()}
 _GEN_SEP = "~"
+_ARMS_PER_STATEMENT = 8
+"""``IN`` lists per ``UNION ALL`` statement when reading stored actions (bound variables stay
+far below SQLite's limit)."""
 
 
 @dataclass
@@ -158,18 +163,46 @@ def _duration(data: Mapping[str, Any]) -> int | None:
     return minutes if minutes is not None and 0 < minutes <= 7 * 24 * 60 else None
 
 
+_LOCKME_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
+
+
 def _created_at(data: Mapping[str, Any], tz: ZoneInfo) -> dt.datetime | None:
     value = data.get("time")
     if not isinstance(value, str):
         return None
+    text = value.strip()
     try:
-        parsed = dt.datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S")
+        if _LOCKME_TIME.fullmatch(text):
+            parsed = dt.datetime.fromisoformat(text)  # the usual shape, 10× faster
+        else:
+            parsed = dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
     except ValueError:
         return None
     return parsed.replace(tzinfo=tz)
 
 
-def booking_input(row: Reservation, tz: ZoneInfo) -> BookingInput:
+class _ReservationRow(Protocol):
+    """What :func:`booking_input` reads: a ``Reservation`` or a Core row of its columns."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def room_id(self) -> int: ...
+    @property
+    def date(self) -> dt.date: ...
+    @property
+    def hour(self) -> dt.time: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def source(self) -> str | None: ...
+    @property
+    def deleted(self) -> bool: ...
+    @property
+    def data(self) -> dict[str, Any]: ...
+
+
+def booking_input(row: _ReservationRow, tz: ZoneInfo) -> BookingInput:
     """The planner's view of a mirrored reservation."""
     data = row.data if isinstance(row.data, dict) else {}
     return BookingInput(
@@ -243,33 +276,48 @@ async def _stored_actions(
     *,
     now: dt.datetime,
 ) -> tuple[list[StoredAction], dict[tuple[str, int], DoorAction]]:
+    """Stored actions of these locks or rooms still planned or recent enough to be history,
+    with a few ``IN`` queries (one per chunk of locks, of rooms, of command ids)."""
     if not locks and not room_ids:
         return [], {}
-    rows = list(
-        (
-            await session.execute(
-                select(DoorAction).where(
-                    or_(DoorAction.lock_id.in_(sorted(locks)), DoorAction.room_id.in_(room_ids)),
-                    or_(
-                        DoorAction.status == DoorActionStatus.PLANNED,
-                        DoorAction.planned_at >= now - HISTORY_LOOKBACK,
-                    ),
-                )
-            )
-        ).scalars()
+    # Index-friendly arms joined by UNION ALL instead of one ``… AND (planned OR recent)``:
+    # without table statistics SQLite answers that OR by scanning every planned action of the
+    # venue (ix_door_actions_status_planned), once per re-plan — quadratic over a resync.
+    since = now - HISTORY_LOOKBACK
+    arms: list[Select[Any]] = [
+        select(DoorAction).where(DoorAction.lock_id.in_(part), DoorAction.planned_at >= since)
+        for part in chunked(sorted(locks))
+    ]
+    arms += [
+        select(DoorAction).where(DoorAction.room_id.in_(part), DoorAction.planned_at >= since)
+        for part in chunked(sorted(room_ids))
+    ]
+    # Still planned but older (overdue, rare): venue-wide by the status index, then filtered.
+    arms.append(
+        select(DoorAction).where(
+            DoorAction.status == DoorActionStatus.PLANNED, DoorAction.planned_at < since
+        )
     )
-    command_ids = [r.command_id for r in rows if r.command_id]
+    found: dict[str, DoorAction] = {}
+    for group in chunked(arms, _ARMS_PER_STATEMENT):
+        stmt = group[0] if len(group) == 1 else select(DoorAction).from_statement(union_all(*group))
+        for row in (await session.execute(stmt)).scalars():
+            if row.lock_id in locks or row.room_id in room_ids:
+                found[row.key] = row
+    rows = [found[key] for key in sorted(found)]
+    command_ids = sorted({r.command_id for r in rows if r.command_id})
     commands: dict[str, Command] = {}
-    if command_ids:
+    for id_part in chunked(command_ids):
         for command in (
-            await session.execute(select(Command).where(Command.id.in_(command_ids)))
+            await session.execute(select(Command).where(Command.id.in_(id_part)))
         ).scalars():
             commands[command.id] = command
     stored: list[StoredAction] = []
     by_ref: dict[tuple[str, int], DoorAction] = {}
+    default_policy = DoorPolicy()
     for row in rows:
         key, generation = parse_stored_key(row.key)
-        policy = policies.get(row.room_id, DoorPolicy())
+        policy = policies.get(row.room_id, default_policy)
         reservation = str(row.reservation_ids[0]) if row.reservation_ids else key.rsplit(":", 1)[-1]
         stored.append(
             StoredAction(
@@ -305,30 +353,54 @@ def _status(row: DoorAction, command: Command | None, now: dt.datetime) -> Actio
     return ActionStatus.DONE
 
 
-async def replan_rooms(
-    session: AsyncSession, room_ids: Iterable[int], *, now: dt.datetime
-) -> ReplanResult:
-    """Re-plan ``room_ids`` (and rooms sharing their locks) and store the result."""
-    scope = await _scope(session, room_ids)
-    if not scope.rooms:
-        return ReplanResult()
-    for lock in sorted(scope.locks):
-        await serialize_scope(session, f"lock-plan:{lock}")
-    policies = {room_id: _policy(room) for room_id, room in scope.rooms.items()}
-    planned_rooms = sorted(scope.rooms)
-    bookings: dict[int, list[BookingInput]] = {room_id: [] for room_id in planned_rooms}
-    tzs = {room_id: resolve_timezone(room.timezone) for room_id, room in scope.rooms.items()}
-    rows = (
-        await session.execute(
-            select(Reservation).where(
-                Reservation.room_id.in_(planned_rooms),
+_BOOKING_COLUMNS = (
+    Reservation.id,
+    Reservation.room_id,
+    Reservation.date,
+    Reservation.hour,
+    Reservation.status,
+    Reservation.source,
+    Reservation.deleted,
+    Reservation.data,
+)
+
+
+async def _bookings(
+    session: AsyncSession, rooms: list[int], tzs: Mapping[int, ZoneInfo], *, now: dt.datetime
+) -> dict[int, list[BookingInput]]:
+    """The live bookings of ``rooms`` (plain rows, one ``IN`` query per chunk of rooms)."""
+    bookings: dict[int, list[BookingInput]] = {room_id: [] for room_id in rooms}
+    for part in chunked(rooms):
+        rows = await session.execute(
+            select(*_BOOKING_COLUMNS)
+            .where(
+                Reservation.room_id.in_(part),
                 Reservation.deleted.is_(False),
                 Reservation.end_at >= now - BOOKING_LOOKBACK,
             )
+            .order_by(Reservation.room_id, Reservation.id)
         )
-    ).scalars()
-    for row in rows:
-        bookings[row.room_id].append(booking_input(row, tzs[row.room_id]))
+        for row in rows:
+            bookings[row.room_id].append(booking_input(row, tzs[row.room_id]))
+    return bookings
+
+
+async def replan_rooms(
+    session: AsyncSession, room_ids: Iterable[int], *, now: dt.datetime
+) -> ReplanResult:
+    """Re-plan ``room_ids`` (and rooms sharing their locks) and store the result.
+
+    One path for one room (a webhook) and for many (a resync): everything the rooms need is
+    read with a few ``IN`` queries, planned and diffed in memory, and written back in bulk.
+    """
+    scope = await _scope(session, room_ids)
+    if not scope.rooms:
+        return ReplanResult()
+    await serialize_scopes(session, (f"lock-plan:{lock}" for lock in scope.locks))
+    policies = {room_id: _policy(room) for room_id, room in scope.rooms.items()}
+    planned_rooms = sorted(scope.rooms)
+    tzs = {room_id: resolve_timezone(room.timezone) for room_id, room in scope.rooms.items()}
+    bookings = await _bookings(session, planned_rooms, tzs, now=now)
     plans: list[RoomPlan] = []
     for room_id in planned_rooms:
         plans.append(
@@ -339,124 +411,187 @@ async def replan_rooms(
                 scope.links.get(room_id, []),
                 now=now,
                 tz=tzs[room_id],
+                with_lock_plans=False,
             )
         )
+    del bookings
     lock_plans: dict[str, LockPlan] = merge_lock_actions(plans)
     stored, by_ref = await _stored_actions(
         session, scope.locks, set(planned_rooms), policies, now=now
     )
+    stored_by_lock: dict[str, list[StoredAction]] = {}
+    for action in stored:
+        stored_by_lock.setdefault(action.lock_id, []).append(action)
+    rooms_by_lock: dict[str, list[int]] = {}
+    for room_id in planned_rooms:
+        for lock in scope.links.get(room_id, []):
+            rooms_by_lock.setdefault(lock, []).append(room_id)
     result = ReplanResult(rooms=frozenset(planned_rooms))
-    locks = sorted(scope.locks | {s.lock_id for s in stored})
-    for lock in locks:
-        lock_rooms = [r for r in planned_rooms if lock in scope.links.get(r, [])]
-        lock_policies = [policies[r] for r in lock_rooms] or [DoorPolicy()]
+    writer = _Writer(by_ref, now=now)
+    for lock in sorted(scope.locks | set(stored_by_lock)):
+        lock_policies = [policies[r] for r in rooms_by_lock.get(lock, [])] or [DoorPolicy()]
         strict = any(p.lock_action is LockAction.NIGHT_LOCK for p in lock_policies)
         planned = list(lock_plans[lock].actions) if lock in lock_plans else []
         changes = diff_actions(
-            [s for s in stored if s.lock_id == lock],
+            stored_by_lock.get(lock, []),
             planned,
             now=now,
             max_lateness=min(p.max_lateness for p in lock_policies),
             lock_command=DoorCommand.NIGHT_LOCK if strict else DoorCommand.DAY_LOCK,
         )
-        await _write(session, changes, planned, by_ref, now=now, result=result)
-    for plan in plans:
-        await replace_door_windows(
-            session,
-            plan.room_id,
-            [WindowSpec(int(w.reservation_id), plan.room_id, w.start, w.end) for w in plan.windows],
-            now=now,
-        )
+        writer.add(changes, planned)
+    await writer.write(session, result)
+    await replace_room_door_windows(
+        session,
+        {
+            plan.room_id: [
+                WindowSpec(int(w.reservation_id), plan.room_id, w.start, w.end)
+                for w in plan.windows
+            ]
+            for plan in plans
+        },
+        now=now,
+    )
     await session.flush()
     if result.changed:
         log.info("re-planned: %s", result.summary())
     return result
 
 
-async def _free_key(session: AsyncSession, key: str, generation: int) -> tuple[str, int]:
-    """A stored key for a new incarnation that no row uses yet (old history is not loaded)."""
-    while await session.get(DoorAction, stored_key(key, generation)) is not None:
-        generation += 1
-    return stored_key(key, generation), generation
+async def _free_keys(session: AsyncSession, wanted: list[tuple[str, int]]) -> list[str]:
+    """For each ``(key, generation)`` a stored key no row uses yet (old history is not
+    loaded, so the database is asked), distinct within the batch: a few ``IN`` queries."""
+    generations = [generation for _key, generation in wanted]
+    chosen: list[str] = [""] * len(wanted)
+    taken: set[str] = set()
+    checked: set[str] = set()
+    todo = list(range(len(wanted)))
+    while todo:
+        probe = sorted({stored_key(wanted[i][0], generations[i]) for i in todo} - checked)
+        for part in chunked(probe):
+            taken.update(
+                (await session.execute(select(DoorAction.key).where(DoorAction.key.in_(part))))
+                .scalars()
+                .all()
+            )
+        checked.update(probe)
+        left: list[int] = []
+        for i in todo:
+            key = stored_key(wanted[i][0], generations[i])
+            if key in taken:
+                generations[i] += 1
+                left.append(i)
+            else:
+                chosen[i] = key
+                taken.add(key)
+        todo = left
+    return chosen
 
 
 def _reservation_ids(action: PlannedAction) -> list[int]:
     return [int(r) for r in action.reservation_ids if r.isdigit()]
 
 
-async def _write(
-    session: AsyncSession,
-    changes: ActionChanges,
-    planned: list[PlannedAction],
-    by_ref: dict[tuple[str, int], DoorAction],
-    *,
-    now: dt.datetime,
-    result: ReplanResult,
-) -> None:
-    planned_by_key = {p.key: p for p in planned}
-    for create in changes.create:
-        action = create.action
-        key, _gen = await _free_key(session, action.key, create.generation)
-        session.add(
-            DoorAction(
-                key=key,
-                room_id=action.room_id,
-                lock_id=action.lock_id,
-                kind=ROLE_TO_KIND[action.role],
-                planned_at=action.at,
-                status=DoorActionStatus.PLANNED,
-                reservation_ids=_reservation_ids(action),
-                reason=None if create.reason.value == "new" else create.reason.value,
-                version=1,
-                created_at=now,
-                updated_at=now,
+@dataclass
+class _NewSkip:
+    """A skipped action to report: a new row (``index`` into the inserts) or an existing one."""
+
+    index: int | None
+    key: str
+    room_id: int
+    lock_id: str
+    reason: str
+    code: str
+
+
+class _Writer:
+    """Collects the diff's changes over many locks, then writes them in bulk: new rows with
+    one multi-row ``INSERT`` per chunk, changed rows through the ORM (batched at flush)."""
+
+    def __init__(self, by_ref: dict[tuple[str, int], DoorAction], *, now: dt.datetime) -> None:
+        self.by_ref = by_ref
+        self.now = now
+        self.inserts: list[dict[str, Any]] = []
+        self.wanted: list[tuple[str, int]] = []
+        self.created: list[int] = []
+        self.updated: list[str] = []
+        self.superseded: list[str] = []
+        self.skipped: list[_NewSkip] = []
+
+    def _insert(self, key: str, generation: int, values: dict[str, Any]) -> int:
+        self.wanted.append((key, generation))
+        self.inserts.append(values)
+        return len(self.inserts) - 1
+
+    def add(self, changes: ActionChanges, planned: list[PlannedAction]) -> None:
+        now = self.now
+        by_ref = self.by_ref
+        planned_by_key = {p.key: p for p in planned}
+        for create in changes.create:
+            action = create.action
+            index = self._insert(
+                action.key,
+                create.generation,
+                {
+                    "room_id": action.room_id,
+                    "lock_id": action.lock_id,
+                    "kind": ROLE_TO_KIND[action.role],
+                    "planned_at": action.at,
+                    "status": DoorActionStatus.PLANNED,
+                    "reservation_ids": _reservation_ids(action),
+                    "reason": None if create.reason.value == "new" else create.reason.value,
+                    "finished_at": None,
+                },
             )
-        )
-        await session.flush()
-        result.created.append(key)
-    for upd in changes.update:
-        row = by_ref[(upd.key, upd.generation)]
-        row.planned_at = upd.at
-        row.reason = upd.reason.value
-        source = planned_by_key.get(upd.key)
-        if source is not None:
-            row.reservation_ids = _reservation_ids(source)
-        row.version += 1
-        row.updated_at = now
-        result.updated.append(row.key)
-    for ref in changes.supersede:
-        row = by_ref[(ref.key, ref.generation)]
-        row.status = DoorActionStatus.SUPERSEDED
-        row.reason = ref.reason.value
-        row.version += 1
-        row.updated_at = now
-        row.finished_at = now
-        row.claim_owner = None
-        row.claim_until = None
-        result.superseded.append(row.key)
-    for skip in changes.skip:
-        reason = f"{skip.reason.value}: due {skip.at.isoformat()}, late by {skip.late_by}"
-        if skip.action is not None:
-            key, _gen = await _free_key(session, skip.key, skip.generation)
-            session.add(
-                DoorAction(
-                    key=key,
-                    room_id=skip.action.room_id,
-                    lock_id=skip.action.lock_id,
-                    kind=ROLE_TO_KIND[skip.action.role],
-                    planned_at=skip.at,
-                    status=DoorActionStatus.SKIPPED,
-                    reservation_ids=_reservation_ids(skip.action),
-                    reason=reason,
-                    version=1,
-                    created_at=now,
-                    updated_at=now,
-                    finished_at=now,
+            self.created.append(index)
+        for upd in changes.update:
+            row = by_ref[(upd.key, upd.generation)]
+            row.planned_at = upd.at
+            row.reason = upd.reason.value
+            source = planned_by_key.get(upd.key)
+            if source is not None:
+                row.reservation_ids = _reservation_ids(source)
+            row.version += 1
+            row.updated_at = now
+            self.updated.append(row.key)
+        for ref in changes.supersede:
+            row = by_ref[(ref.key, ref.generation)]
+            row.status = DoorActionStatus.SUPERSEDED
+            row.reason = ref.reason.value
+            row.version += 1
+            row.updated_at = now
+            row.finished_at = now
+            row.claim_owner = None
+            row.claim_until = None
+            self.superseded.append(row.key)
+        for skip in changes.skip:
+            reason = f"{skip.reason.value}: due {skip.at.isoformat()}, late by {skip.late_by}"
+            if skip.action is not None:
+                index = self._insert(
+                    skip.key,
+                    skip.generation,
+                    {
+                        "room_id": skip.action.room_id,
+                        "lock_id": skip.action.lock_id,
+                        "kind": ROLE_TO_KIND[skip.action.role],
+                        "planned_at": skip.at,
+                        "status": DoorActionStatus.SKIPPED,
+                        "reservation_ids": _reservation_ids(skip.action),
+                        "reason": reason,
+                        "finished_at": now,
+                    },
                 )
-            )
-            await session.flush()
-            room_id, lock_id = skip.action.room_id, skip.action.lock_id
-        else:
+                self.skipped.append(
+                    _NewSkip(
+                        index,
+                        "",
+                        skip.action.room_id,
+                        skip.action.lock_id,
+                        reason,
+                        skip.reason.value,
+                    )
+                )
+                continue
             row = by_ref[(skip.key, skip.generation)]
             row.status = DoorActionStatus.SKIPPED
             # Record the time the plan wanted, so the next diff sees this generation as
@@ -468,23 +603,48 @@ async def _write(
             row.finished_at = now
             row.claim_owner = None
             row.claim_until = None
-            key, room_id, lock_id = row.key, row.room_id, row.lock_id
-        result.skipped.append(key)
-        await open_alert_if_new(
-            session,
-            kind="action_skipped",
-            dedupe_key=f"action_skipped:{key}",
-            message=f"door action {key} was not run: {reason}",
-            now=now,
-            lock_id=lock_id,
-            room_id=room_id,
-            details={"key": key, "reason": skip.reason.value},
-        )
-    for ref in changes.keep:
-        kept = by_ref.get((ref.key, ref.generation))
-        source = planned_by_key.get(ref.key)
-        if kept is not None and source is not None and kept.status == DoorActionStatus.PLANNED:
-            ids = _reservation_ids(source)
-            if list(kept.reservation_ids) != ids:
-                kept.reservation_ids = ids
-                kept.updated_at = now
+            self.skipped.append(
+                _NewSkip(None, row.key, row.room_id, row.lock_id, reason, skip.reason.value)
+            )
+        for ref in changes.keep:
+            kept = by_ref.get((ref.key, ref.generation))
+            source = planned_by_key.get(ref.key)
+            if kept is not None and source is not None and kept.status == DoorActionStatus.PLANNED:
+                ids = _reservation_ids(source)
+                if list(kept.reservation_ids) != ids:
+                    kept.reservation_ids = ids
+                    kept.updated_at = now
+
+    async def write(self, session: AsyncSession, result: ReplanResult) -> None:
+        keys = await _free_keys(session, self.wanted)
+        now = self.now
+        rows = [
+            {
+                "key": key,
+                **values,
+                "command_id": None,
+                "version": 1,
+                "created_at": now,
+                "updated_at": now,
+                "claim_owner": None,
+                "claim_until": None,
+            }
+            for key, values in zip(keys, self.inserts, strict=True)
+        ]
+        await insert_rows(session, cast(Table, DoorAction.__table__), rows)
+        result.created.extend(keys[i] for i in self.created)
+        result.updated.extend(self.updated)
+        result.superseded.extend(self.superseded)
+        for skip in self.skipped:
+            key = keys[skip.index] if skip.index is not None else skip.key
+            result.skipped.append(key)
+            await open_alert_if_new(
+                session,
+                kind="action_skipped",
+                dedupe_key=f"action_skipped:{key}",
+                message=f"door action {key} was not run: {skip.reason}",
+                now=now,
+                lock_id=skip.lock_id,
+                room_id=skip.room_id,
+                details={"key": key, "reason": skip.code},
+            )

@@ -10,14 +10,16 @@ All functions run inside the caller's transaction and never commit.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Table, bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ._sql import serialize_scope
+from ._sql import serialize_scope, serialize_scopes
+from .bulk import chunked, forget_cached, insert_rows
 from .claims import claim_rows
 from .models import DoorAction, DoorActionKind, DoorActionStatus, DoorWindow
 
@@ -31,6 +33,7 @@ __all__ = [
     "list_door_actions",
     "list_door_windows",
     "replace_door_windows",
+    "replace_room_door_windows",
     "upsert_door_actions",
 ]
 
@@ -75,49 +78,75 @@ async def replace_door_windows(
     session: AsyncSession, room_id: int, windows: Iterable[WindowSpec], *, now: datetime
 ) -> None:
     """Make ``windows`` the room's complete set of door windows (upsert by reservation id)."""
-    await serialize_scope(session, f"plan:{room_id}")
-    wanted = {w.reservation_id: w for w in windows}
-    for w in wanted.values():
-        if w.room_id != room_id:
-            raise ValueError(f"window of reservation {w.reservation_id} is not in room {room_id}")
-    existing = {
-        row.reservation_id: row
-        for row in (
-            await session.execute(
-                select(DoorWindow).where(
-                    or_(
-                        DoorWindow.room_id == room_id,
-                        DoorWindow.reservation_id.in_(list(wanted)),
-                    )
+    await replace_room_door_windows(session, {room_id: windows}, now=now)
+
+
+async def replace_room_door_windows(
+    session: AsyncSession, windows_by_room: Mapping[int, Iterable[WindowSpec]], *, now: datetime
+) -> None:
+    """For each room, make its windows the room's complete set of door windows (upsert by
+    reservation id), in bulk: a few ``IN`` reads, then one ``DELETE``, one ``UPDATE``
+    (executemany) and one multi-row ``INSERT`` per chunk."""
+    wanted: dict[int, WindowSpec] = {}
+    for room_id, windows in windows_by_room.items():
+        for w in windows:
+            if w.room_id != room_id:
+                raise ValueError(
+                    f"window of reservation {w.reservation_id} is not in room {room_id}"
                 )
-            )
-        ).scalars()
-    }
-    for rid, row in existing.items():
-        if rid not in wanted and row.room_id == room_id:
-            await session.delete(row)
+            wanted[w.reservation_id] = w
+    rooms = sorted(windows_by_room)
+    if not rooms:
+        return
+    await serialize_scopes(session, (f"plan:{room_id}" for room_id in rooms))
+    table = cast(Table, DoorWindow.__table__)
+    columns = (table.c.reservation_id, table.c.room_id, table.c.start_at, table.c.end_at)
+    existing: dict[int, tuple[int, datetime, datetime]] = {}
+    for part in chunked(rooms):
+        for rid, room_id, start_at, end_at in await session.execute(
+            select(*columns).where(table.c.room_id.in_(part))
+        ):
+            existing[rid] = (room_id, start_at, end_at)
+    elsewhere = sorted(set(wanted) - set(existing))
+    for moved_part in chunked(elsewhere):
+        for rid, room_id, start_at, end_at in await session.execute(
+            select(*columns).where(table.c.reservation_id.in_(moved_part))
+        ):
+            existing[rid] = (room_id, start_at, end_at)
+    in_rooms = set(rooms)
+    gone = sorted(rid for rid, row in existing.items() if rid not in wanted and row[0] in in_rooms)
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
     for rid, w in wanted.items():
         current = existing.get(rid)
         if current is None:
-            session.add(
-                DoorWindow(
-                    reservation_id=rid,
-                    room_id=room_id,
-                    start_at=w.start_at,
-                    end_at=w.end_at,
-                    updated_at=now,
-                )
+            inserts.append(
+                {
+                    "reservation_id": rid,
+                    "room_id": w.room_id,
+                    "start_at": w.start_at,
+                    "end_at": w.end_at,
+                    "updated_at": now,
+                }
             )
-        elif (current.room_id, current.start_at, current.end_at) != (
-            room_id,
-            w.start_at,
-            w.end_at,
-        ):
-            current.room_id = room_id
-            current.start_at = w.start_at
-            current.end_at = w.end_at
-            current.updated_at = now
-    await session.flush()
+        elif current != (w.room_id, w.start_at, w.end_at):
+            updates.append(
+                {
+                    "rid": rid,
+                    "room_id": w.room_id,
+                    "start_at": w.start_at,
+                    "end_at": w.end_at,
+                    "updated_at": now,
+                }
+            )
+    for gone_part in chunked(gone):
+        await session.execute(delete(table).where(table.c.reservation_id.in_(gone_part)))
+    if updates:
+        await session.execute(
+            update(table).where(table.c.reservation_id == bindparam("rid")), updates
+        )
+    await insert_rows(session, table, inserts)
+    forget_cached(session, DoorWindow, [*gone, *(u["rid"] for u in updates)])
 
 
 async def upsert_door_actions(

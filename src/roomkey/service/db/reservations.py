@@ -5,26 +5,78 @@ All functions run inside the caller's transaction and never commit.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, select
+from sqlalchemy import Table, and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ._sql import insert_for, serialize_scope
+from .bulk import chunked, forget_cached, insert_rows
 from .models import DoorWindow, Reservation, RoomLock
 
 __all__ = [
     "ReservationChange",
     "ReservationData",
+    "ReservationState",
     "get_reservation",
     "list_reservations",
+    "load_reservation_states",
     "mark_reservation_deleted",
     "reservation_for_lock_at",
     "upsert_reservation",
+    "upsert_reservation_rows",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationState:
+    """A stored reservation row as the mirror compares it (plain values, no ORM object)."""
+
+    id: int
+    room_id: int
+    date: date
+    hour: time
+    start_at: datetime
+    end_at: datetime
+    status: int
+    source: str | None
+    extid: str | None
+    data: dict[str, Any]
+    deleted: bool
+    created_at: datetime
+    updated_at: datetime
+    last_message_id: str | None
+
+
+_STATE_COLUMNS = [Reservation.__table__.c[name] for name in ReservationState.__slots__]
+
+
+async def load_reservation_states(
+    session: AsyncSession, ids: Collection[int], *, for_update: bool = False
+) -> dict[int, ReservationState]:
+    """The stored rows of ``ids`` (missing ids are absent), read with a few ``IN`` queries;
+    ``for_update`` locks them for the transaction (PostgreSQL)."""
+    found: dict[int, ReservationState] = {}
+    for part in chunked(sorted(set(ids))):
+        stmt = select(*_STATE_COLUMNS).where(Reservation.__table__.c.id.in_(part))
+        if for_update:
+            stmt = stmt.with_for_update()
+        for row in await session.execute(stmt):
+            found[row[0]] = ReservationState(*row)
+    return found
+
+
+async def upsert_reservation_rows(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write complete reservation rows (every :class:`ReservationState` field) with one
+    ``INSERT … ON CONFLICT (id) DO UPDATE`` executed per chunk of rows; ``created_at`` keeps
+    its first value on conflict."""
+    if not rows:
+        return
+    await insert_rows(session, cast(Table, Reservation.__table__), rows, update_on_conflict=("id",))
+    forget_cached(session, Reservation, (row["id"] for row in rows))
 
 
 @dataclass(frozen=True, slots=True)
