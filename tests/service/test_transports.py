@@ -249,3 +249,51 @@ async def test_cloud_and_app_transports_reach_the_lock(
     refused = await send_one(bad, DoorCommand.OPEN)
     assert refused.result is SendResult.UNAUTHORIZED
     assert "not-a-token" not in refused.detail
+
+
+def test_a_locks_transports_share_one_http_client_when_none_is_given() -> None:
+    clock = SimClock(start=T0, manual=True)
+    built = build_transports(
+        _lock(bridge=BRIDGE, cloud=CLOUD, app=APP),
+        order=["bridge", "cloud", "app"],
+        http_client=None,
+        clock=clock,
+    )
+    # One connection pool and TLS context for the lock, not one per surface.
+    clients = {id(t._client._http) for t in built}  # type: ignore[attr-defined]
+    assert len(clients) == 1
+
+
+async def test_a_shared_http_client_keeps_each_locks_url_and_timeout() -> None:
+    seen: list[tuple[str, object]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.host + request.url.path, request.extensions["timeout"]))
+        return httpx.Response(200, json={})
+
+    clock = SimClock(start=T0, manual=True)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as shared:
+        near = build_transports(
+            _lock(bridge={**BRIDGE, "url": "http://bridge-a.local/"}),
+            order=["bridge"],
+            http_client=shared,
+            clock=clock,
+            timeout=3.0,
+        )
+        far = build_transports(
+            _lock(bridge={**BRIDGE, "url": "http://bridge-b.local/"}),
+            order=["bridge"],
+            http_client=shared,
+            clock=clock,
+            timeout=7.0,
+        )
+        assert (await send_one(near[0], DoorCommand.DAY_LOCK)).result is (
+            SendResult.ACCEPTED_BY_TRANSPORT
+        )
+        assert (await send_one(far[0], DoorCommand.DAY_LOCK)).result is (
+            SendResult.ACCEPTED_BY_TRANSPORT
+        )
+    assert [(where.split("/")[0], t) for where, t in seen] == [
+        ("bridge-a.local", {"connect": 3.0, "read": 3.0, "write": 3.0, "pool": 3.0}),
+        ("bridge-b.local", {"connect": 7.0, "read": 7.0, "write": 7.0, "pool": 7.0}),
+    ]

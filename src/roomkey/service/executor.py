@@ -1,23 +1,32 @@
 """The executor: due door actions become commands, commands are sent and watched.
 
-One pass (:meth:`Executor.step`) does three things, each in short transactions that never
-stay open across a network call:
+One pass (:meth:`Executor.step`) does three things, in short transactions that never stay
+open across a network call:
 
-1. **Fire due door actions.** Claims ``planned`` actions whose time has come (row claims, so
-   replicas never both take one). An action later than its room's ``max_lateness`` (e.g.
-   after downtime) is *skipped* with an alert and an audit entry; any other becomes a
-   command: one pending command per lock, the latest wins, equal commands coalesce, and a
-   command that may already be on the wire is never superseded (the new one queues behind
-   it) — the rules of :func:`roomkey.service.commands.supersede`.
-2. **Send due commands.** Claims due ``pending`` commands; each is moved to ``sending`` and
-   its attempt row written and **committed before** the request goes out, so a crash can
-   never lead to a blind resend. Transports are tried in the configured order, but the
-   next one only after the previous attempt certainly never left; every attempt is signed
-   afresh by the SDK. Sends to different locks run concurrently, so a slow lock delays
-   another only for actions falling due while it is being waited for (at most the
-   transport timeout).
+1. **Fire due door actions and start due commands — one transaction.** It claims
+   ``planned`` actions whose time has come (row claims, so replicas never both take one),
+   reading the clock once it holds its write turn so whatever fell due while it waited is
+   included. An action later than its room's ``max_lateness`` (e.g. after downtime) is
+   *skipped* with an alert and an audit entry; any other becomes a command: one pending
+   command per lock, the latest wins, equal commands coalesce, and a command that may
+   already be on the wire is never superseded (the new one queues behind it) — the rules
+   of :func:`roomkey.service.commands.supersede`. In the same transaction due ``pending``
+   commands (the new ones included) are claimed, and each one whose lock is free is moved
+   to ``sending`` with its first attempt row: all of it is **committed before** any
+   request goes out, so a crash can never lead to a blind resend. The statements are
+   batched (one query for the rooms, one for the locks' active commands, one flush for
+   the rows), so N actions falling due together cost about what one does.
+2. **Send.** After the commit every ready command is sent in its own task, so the locks
+   are reached concurrently. Transports are tried in the configured order, but the next
+   one only after the previous attempt certainly never left; every attempt is signed
+   afresh by the SDK. The pass stays with the sends in progress only until the next
+   moment of interest (or a wake-up), so a slow lock never holds back another lock's
+   next action.
 3. **Watch deadlines.** Commands past their deadline end ``expired`` with a reason
    (``no_confirmation``, ``no_response``, ``offline``, ``unreachable``) and an alert.
+
+Between passes the worker sleeps until the next moment of interest, counted from the
+clock after the query that found it.
 
 Lock events (``hooks_loqed``) move sent commands to ``accepted``/``confirmed`` and wake the
 executor when a command ends, so a queued command follows at once.
@@ -37,6 +46,7 @@ import weakref
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
@@ -48,9 +58,9 @@ from roomkey.service import commands as lc
 from roomkey.service.alerts import DEFAULT_LOW_BATTERY, AlertKind, raise_alert, resolve_alert
 from roomkey.service.clock import Clock, utc_now
 from roomkey.service.config import Config, LockConfig
-from roomkey.service.db._sql import serialize_scope
+from roomkey.service.db._sql import serialize_scope, serialize_scopes
 from roomkey.service.db.audit import write_audit
-from roomkey.service.db.claims import claim_rows, release_claim
+from roomkey.service.db.claims import claim_rows
 from roomkey.service.db.commands import (
     ACTIVE_COMMAND_STATES,
     begin_attempt,
@@ -58,7 +68,6 @@ from roomkey.service.db.commands import (
     commands_past_deadline,
     finish_attempt,
     get_command,
-    insert_command,
     list_attempts,
     supersede_pending_commands,
     transition_command,
@@ -77,7 +86,7 @@ from roomkey.service.db.models import (
     Lock,
     Room,
 )
-from roomkey.service.db.plans import claim_due_door_actions, finish_door_action
+from roomkey.service.db.plans import claim_due_door_actions
 from roomkey.service.logging import register_secret
 from roomkey.service.policy import DoorPolicy
 from roomkey.service.replan import stored_command
@@ -136,6 +145,7 @@ class LoqedContext:
     _transports: dict[str, list[LockTransport]] = field(default_factory=dict, repr=False)
     _cloud_key_tried: dict[str, float] = field(default_factory=dict, repr=False)
     _budget: StatusBudget | None = field(default=None, repr=False)
+    _own_http: httpx.AsyncClient | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # Belt and braces: the SDK never logs credentials, but if anything ever renders one,
@@ -178,6 +188,17 @@ class LoqedContext:
             self._budget = StatusBudget(self.config.loqed.status_budget_file, clock=self.clock.time)
         return self._budget
 
+    def shared_http(self) -> httpx.AsyncClient:
+        """The one HTTP client every lock's SDK clients share: ``http_client`` when given,
+        else one created on first use (one connection pool and one TLS context for all
+        locks instead of one per SDK client; timeouts and base URLs stay per client, as
+        the SDK sets them on every request)."""
+        if self.http_client is not None:
+            return self.http_client
+        if self._own_http is None:
+            self._own_http = httpx.AsyncClient()
+        return self._own_http
+
     def cached_transports(self, lock_id: str) -> list[LockTransport]:
         """The lock's transports in the configured order (built once, without network)."""
         found = self._transports.get(lock_id)
@@ -189,7 +210,7 @@ class LoqedContext:
                 else build_transports(
                     cfg,
                     order=self.config.loqed.transport_order,
-                    http_client=self.http_client,
+                    http_client=self.shared_http(),
                     clock=self.clock,
                     timeout=self.transport_timeout,
                     status_budget=self.status_budget,
@@ -197,6 +218,17 @@ class LoqedContext:
             )
             self._transports[lock_id] = found
         return found
+
+    def ready_transports(self, lock_id: str) -> list[LockTransport] | None:
+        """The lock's transports when sending through them needs no I/O first, else None
+        (a cloud transport whose key slot is unknown and due to be looked up)."""
+        transports = self.cached_transports(lock_id)
+        for transport in transports:
+            if isinstance(transport, CloudTransport) and transport.key_local_id is None:
+                last = self._cloud_key_tried.get(lock_id)
+                if last is None or self.clock.time() - last >= CLOUD_KEY_RETRY:
+                    return None
+        return transports
 
     async def transports(self, lock_id: str, *, learn: bool = False) -> list[LockTransport]:
         """The lock's transports; with ``learn``, first find the cloud token's key slot.
@@ -406,12 +438,24 @@ class EnqueueResult:
 
 
 async def _active_commands(session: AsyncSession, lock_id: str) -> list[Command]:
+    return (await _active_commands_of(session, [lock_id])).get(lock_id, [])
+
+
+async def _active_commands_of(
+    session: AsyncSession, lock_ids: Collection[str]
+) -> dict[str, list[Command]]:
+    """The non-terminal commands of these locks (one query), newest first per lock."""
+    found: dict[str, list[Command]] = {lock_id: [] for lock_id in lock_ids}
+    if not found:
+        return found
     stmt = (
         select(Command)
-        .where(Command.lock_id == lock_id, Command.state.in_(list(ACTIVE_COMMAND_STATES)))
+        .where(Command.lock_id.in_(list(found)), Command.state.in_(list(ACTIVE_COMMAND_STATES)))
         .order_by(Command.created_at.desc(), Command.id.desc())
     )
-    return list((await session.execute(stmt)).scalars())
+    for row in (await session.execute(stmt)).scalars():
+        found[row.lock_id].append(row)
+    return found
 
 
 async def enqueue_command(
@@ -430,6 +474,38 @@ async def enqueue_command(
     Runs in the caller's transaction, serialised per lock across replicas.
     """
     await serialize_scope(session, f"commands:{lock_id}")
+    active = await _active_commands(session, lock_id)
+    result = await _enqueue(
+        session,
+        ctx,
+        lock_id,
+        command,
+        now=now,
+        active=active,
+        origin=origin,
+        actor=actor,
+        door_action_key=door_action_key,
+    )
+    await session.flush()
+    return result
+
+
+async def _enqueue(
+    session: AsyncSession,
+    ctx: LoqedContext,
+    lock_id: str,
+    command: lc.DoorCommand,
+    *,
+    now: datetime,
+    active: list[Command],
+    origin: CommandOrigin = CommandOrigin.PLAN,
+    actor: str | None = None,
+    door_action_key: str | None = None,
+) -> EnqueueResult:
+    """:func:`enqueue_command` on the lock's ``active`` commands (newest first) as loaded
+    in this transaction under the lock's ``commands:`` scope; ``active`` is kept up to date
+    (a batch fires several actions of one lock in one transaction). A new command is added
+    to the session, not flushed: the caller flushes once for the whole batch."""
     new_id = str(uuid.uuid4())
     new = lc.new_command(
         new_id, lock_id, command, now=now, deadlines=ctx.deadlines, action_key=door_action_key
@@ -437,7 +513,7 @@ async def enqueue_command(
     key_ids = ctx.key_ids(lock_id)
     pending: Command | None = None
     on_wire: Command | None = None
-    for row in await _active_commands(session, lock_id):
+    for row in active:
         if row.state is CommandState.PENDING and pending is None:
             pending = row
         elif row.state is not CommandState.PENDING and on_wire is None:
@@ -452,27 +528,40 @@ async def enqueue_command(
         if outcome.decision is lc.SupersedeDecision.INDEPENDENT:
             # The other slot's command holds the lock's single pending place.
             return EnqueueResult(pending.id, outcome.decision, blocked_by_slot=True)
+    superseded: list[str] = []
     if on_wire is not None:
         outcome = lc.supersede(to_domain(on_wire, [], key_ids), new, now=now)
         if outcome.decision is lc.SupersedeDecision.COALESCE:
-            superseded = await supersede_pending_commands(session, lock_id, now=now, by=on_wire.id)
+            if pending is not None:
+                superseded = await supersede_pending_commands(
+                    session, lock_id, now=now, by=on_wire.id
+                )
+                _forget(active, superseded)
             return EnqueueResult(on_wire.id, outcome.decision, tuple(superseded))
     deadline = new.deadline
     if on_wire is not None:
         # Queued behind a command that may still be moving the bolt: its own time starts
         # when that one ends at the latest.
         deadline = max(deadline, _aware(on_wire.deadline) + ctx.deadlines.for_command(command))
-    row, superseded = await insert_command(
-        session,
+    if pending is not None:  # latest wins (the partial unique index allows one pending)
+        superseded = await supersede_pending_commands(session, lock_id, now=now, by=new_id)
+        _forget(active, superseded)
+    row = Command(
+        id=new_id,
         lock_id=lock_id,
         action=CommandAction(command.value),
-        now=now,
-        deadline=deadline,
+        state=CommandState.PENDING,
+        attempts=0,
         origin=origin,
         actor=actor,
         door_action_key=door_action_key,
-        command_id=new_id,
+        due_at=now,
+        deadline=deadline,
+        created_at=now,
+        version=1,
     )
+    session.add(row)
+    active.insert(0, row)
     decision = (
         lc.SupersedeDecision.QUEUE
         if on_wire is not None
@@ -481,11 +570,14 @@ async def enqueue_command(
     return EnqueueResult(row.id, decision, tuple(superseded))
 
 
+def _forget(active: list[Command], ids: Collection[str]) -> None:
+    active[:] = [row for row in active if row.id not in ids]
+
+
 # --------------------------------------------------------------------------- the executor
 
 
-async def _room_policy(session: AsyncSession, ctx: LoqedContext, room_id: int) -> DoorPolicy:
-    room = await session.get(Room, room_id)
+def _policy_of(room: Room | None, ctx: LoqedContext, room_id: int) -> DoorPolicy:
     if room is not None and room.policy:
         with contextlib.suppress(ValueError):
             return DoorPolicy.model_validate(room.policy)
@@ -493,6 +585,32 @@ async def _room_policy(session: AsyncSession, ctx: LoqedContext, room_id: int) -
         return ctx.config.policy_for(room_id)
     except KeyError:
         return ctx.config.defaults.policy
+
+
+def _finish(
+    action: DoorAction,
+    status: DoorActionStatus,
+    *,
+    now: datetime,
+    reason: str | None = None,
+    command_id: str | None = None,
+) -> None:
+    """What :func:`~roomkey.service.db.plans.finish_door_action` stores, on an action row
+    claimed in this transaction (written by the next flush, with the rest of the batch)."""
+    action.status = status
+    action.finished_at = now
+    action.updated_at = now
+    action.reason = reason
+    action.claim_owner = action.claim_until = None
+    if command_id is not None:
+        action.command_id = command_id
+
+
+async def _now_holding_turn(session: AsyncSession, ctx: LoqedContext) -> datetime:
+    """The clock read once this transaction holds its write turn (SQLite queues writers in
+    process), so whatever fell due while it waited is claimed too."""
+    await session.execute(select(1))
+    return ctx.now()
 
 
 def _blocks(blocker: Command, command: Command) -> bool:
@@ -505,6 +623,28 @@ def _blocks(blocker: Command, command: Command) -> bool:
         CommandState.SENT,
         CommandState.ACCEPTED,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Begun:
+    """A command's attempt loop state: its transports and retry order, the command, the
+    attempt to make and, when that attempt is already recorded, its row id."""
+
+    transports: Sequence[LockTransport]
+    retry: lc.RetryPolicy
+    command: lc.Command
+    plan: lc.AttemptPlan
+    attempt_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Start:
+    """A claimed command to send; ``begun`` when its first attempt is already on record."""
+
+    row: Command
+    begun: _Begun | None = None
+    attempt: CommandAttempt | None = None
+    """The first attempt's row, added in the claiming transaction (its id after the flush)."""
 
 
 class _Replanned(Exception):
@@ -533,24 +673,70 @@ class Executor:
         self._sending: set[asyncio.Task[None]] = set()
         self._locks_busy: set[str] = set()
         self._seeded = False
+        self._queued: set[str] = set()
+        """Locks with an action or command waiting for this executor's send to that lock."""
+        self._deadline_hint: datetime | None = None
+        self._hint_known = False
+        """Soonest deadline of an active command, as of the last :meth:`next_delay`."""
         self.attempts_made = 0
         """Send attempts this executor started."""
 
     # -- entry points ---------------------------------------------------------------------
     async def step(self) -> float | None:
-        """One pass: fire due actions, send due commands (concurrently per lock, waiting for
-        the transports' answers), expire overdue ones; returns seconds until the next moment
-        of interest (a planned action, a deadline), None when there is none."""
-        await self.seed_lock_states()
-        await self.expire_overdue()  # first, so a command queued behind an expired one goes now
-        await self.fire_due_actions()
-        await self.start_due_commands()
+        """One pass for the service's supervisor; returns seconds until the next moment of
+        interest (a planned action, a due command, a deadline), None when there is none.
+
+        The time-critical part comes first and is one transaction: due door actions become
+        commands and their first attempts are claimed and recorded (committed before
+        anything leaves); then the sends start concurrently, one task per lock. The pass
+        then expires overdue commands and stays with the sends in progress only until the
+        next moment of interest or a wake-up (:meth:`_settle`), so a slow lock never delays
+        another lock's next action.
+        """
+        await self._pass()
+        return await self._settle()
+
+    async def run_once(self) -> float | None:
+        """One complete pass for tests and the CLI: like :meth:`step`, but it waits for every
+        send it started (and expires what is overdue after them) before returning."""
+        await self._pass()
         await self.drain()
         await self.expire_overdue()
         return await self.next_delay()
 
-    run_once = step
-    """Alias of :meth:`step` for tests and the CLI."""
+    async def _pass(self) -> None:
+        await self.seed_lock_states()
+        await self.prepare_transports()
+        await self.fire_and_start()
+        if self._may_be_overdue() and await self.expire_overdue():
+            await self.start_due_commands()  # a command queued behind an expired one goes now
+
+    async def _settle(self) -> float | None:
+        """Wait for the sends in progress, but only until the next moment of interest is
+        due or the executor is woken (then 0: run the next pass now)."""
+        ctx = self.ctx
+        if not self._sending:
+            return await self.next_delay()
+        while self._sending:
+            delay = await self.next_delay()
+            if not self._sending:
+                break  # the last send ended during the query
+            extra: list[asyncio.Future[Any]] = []
+            if delay is not None:
+                extra.append(asyncio.ensure_future(ctx.clock.sleep(delay)))
+            if ctx.wake is not None:
+                extra.append(asyncio.ensure_future(ctx.wake.wait()))
+            try:
+                waiting: list[asyncio.Future[Any]] = [*self._sending, *extra]
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in extra:
+                    waiter.cancel()
+                await asyncio.gather(*extra, return_exceptions=True)
+            if any(waiter in done for waiter in extra):
+                return 0.0
+        await self.expire_overdue()
+        return await self.next_delay()
 
     async def seed_lock_states(self) -> None:
         """Once per executor: read the bridge status of locks roomkey has no state for yet,
@@ -561,6 +747,14 @@ class Executor:
         for lock in self.ctx.config.locks:
             if lock.bridge is not None:
                 await self.ctx.seed_lock_state(lock.id)
+
+    async def prepare_transports(self) -> None:
+        """Ahead of any due action: learn the cloud key slots that are still unknown (the
+        only transport preparation needing I/O), so a due command's first attempt can be
+        claimed and sent without it. A no-op once every lock's transports are ready."""
+        for lock in self.ctx.config.locks:
+            if self.ctx.ready_transports(lock.id) is None:
+                await self.ctx.transports(lock.id, learn=True)
 
     async def send_now(self, command_ids: Collection[str]) -> None:
         """Send these pending commands now and wait for the sends (manual actions)."""
@@ -580,53 +774,98 @@ class Executor:
             task.cancel()
         await asyncio.gather(*list(self._sending), return_exceptions=True)
 
-    # -- phase 1: door actions → commands --------------------------------------------------
-    async def fire_due_actions(self) -> list[str]:
-        """Turn due door actions into commands (or skip them when too late).
+    # -- phase 1 + 2 in one transaction: due actions → commands → first attempts -----------
+    async def fire_and_start(self) -> list[str]:
+        """Fire due door actions and claim due commands (the new ones included) in **one**
+        transaction, recording each ready command's first attempt in it; after the commit
+        the sends start concurrently. Returns the door action keys handled.
 
-        Returns the keys handled.
+        One write transaction with a handful of statements however many actions fall due
+        at once: on SQLite every transaction queues for the single write lock and every
+        statement is a round trip through the event loop, so per-action transactions and
+        statements made the last of N simultaneous actions wait for all the others.
         """
         ctx = self.ctx
-        now = ctx.now()
-        async with ctx.sessions() as session, session.begin():
-            actions = await claim_due_door_actions(
-                session, owner=ctx.owner, now=now, limit=self.batch, lease=self.claim_lease
-            )
-            claimed = [
-                (a.key, a.version, a.lock_id, a.room_id, a.kind, a.planned_at) for a in actions
-            ]
+        try:
+            async with ctx.sessions() as session, session.begin():
+                now = await _now_holding_turn(session, ctx)
+                handled, active = await self._fire_due_in(session, now)
+                starts = await self._claim_and_begin(session, now, active=active)
+        except _Replanned:
+            return []  # the whole batch rolled back; the next pass takes it again
+        self._launch(starts)
+        return handled
+
+    async def fire_due_actions(self) -> list[str]:
+        """Turn due door actions into commands (or skip them when too late), in one
+        transaction, without sending. Returns the keys handled."""
+        ctx = self.ctx
+        try:
+            async with ctx.sessions() as session, session.begin():
+                now = await _now_holding_turn(session, ctx)
+                handled, _active = await self._fire_due_in(session, now)
+        except _Replanned:
+            return []
+        return handled
+
+    async def _fire_due_in(
+        self, session: AsyncSession, now: datetime
+    ) -> tuple[list[str], dict[str, list[Command]]]:
+        """Claim and fire due actions in the caller's transaction; returns the keys handled
+        and the active commands of their locks (newest first, kept up to date)."""
+        ctx = self.ctx
+        actions = await claim_due_door_actions(
+            session, owner=ctx.owner, now=now, limit=self.batch, lease=self.claim_lease
+        )
+        if not actions:
+            return [], {}
+        lock_ids = sorted({a.lock_id for a in actions})
+        # Per-lock command scopes in one go (hash order): no deadlock with another replica
+        # taking the same locks in a different order.
+        await serialize_scopes(session, (f"commands:{lock_id}" for lock_id in lock_ids))
+        rooms = {
+            room.id: room
+            for room in (
+                await session.execute(
+                    select(Room).where(Room.id.in_(sorted({a.room_id for a in actions})))
+                )
+            ).scalars()
+        }
+        active = await _active_commands_of(session, lock_ids)
         handled: list[str] = []
         waiting_locks: set[str] = set()
-        for key, version, lock_id, room_id, kind, planned_at in claimed:
-            try:
-                async with ctx.sessions() as session, session.begin():
-                    if lock_id in waiting_locks:
-                        await release_claim(session, DoorAction, key, ctx.owner)
-                        continue
-                    outcome = await self._fire_one(
-                        session, key, version, lock_id, room_id, kind, planned_at
-                    )
-            except _Replanned:
-                continue  # re-planned or claim lost meanwhile: the transaction rolled back
+        for action in actions:
+            if action.lock_id in waiting_locks:
+                action.claim_owner = action.claim_until = None  # released with the flush
+                continue
+            policy = _policy_of(rooms.get(action.room_id), ctx, action.room_id)
+            outcome = await self._fire_one(
+                session, action, policy, now=now, active=active[action.lock_id]
+            )
             if outcome == "blocked":
-                waiting_locks.add(lock_id)
+                waiting_locks.add(action.lock_id)
+                self._queued.add(action.lock_id)
             else:
-                handled.append(key)
-        return handled
+                handled.append(action.key)
+        await session.flush()  # the new commands and the finished actions, in one go
+        return handled, active
 
     async def _fire_one(
         self,
         session: AsyncSession,
-        key: str,
-        version: int,
-        lock_id: str,
-        room_id: int,
-        kind: DoorActionKind,
-        planned_at: datetime,
+        action: DoorAction,
+        policy: DoorPolicy,
+        *,
+        now: datetime,
+        active: list[Command],
     ) -> str:
+        """Fire one action this transaction claimed (so nothing else can change it before
+        the commit): skip it when too late, else enqueue its command and mark it done."""
         ctx = self.ctx
-        now = ctx.now()
-        policy = await _room_policy(session, ctx, room_id)
+        key, lock_id, room_id, kind = action.key, action.lock_id, action.room_id, action.kind
+        planned_at = _aware(action.planned_at)
+        if action.status is not DoorActionStatus.PLANNED or action.claim_owner != ctx.owner:
+            raise _Replanned  # cannot happen to a row claimed in this transaction
         # A late lock-side action still runs: skipping it could leave a door roomkey
         # unlocked standing open (re-locking a locked door is harmless).
         locks_door = kind in (DoorActionKind.LOCK, DoorActionKind.OPEN_HOUSE_OFF)
@@ -636,16 +875,7 @@ class Executor:
                 f"{int(late.total_seconds())} s late "
                 f"(max lateness {policy.max_lateness_minutes} min)"
             )
-            if not await finish_door_action(
-                session,
-                key,
-                status=DoorActionStatus.SKIPPED,
-                now=now,
-                owner=ctx.owner,
-                expected_version=version,
-                reason=reason,
-            ):
-                raise _Replanned
+            _finish(action, DoorActionStatus.SKIPPED, now=now, reason=reason)
             await raise_alert(
                 session,
                 AlertKind.ACTION_SKIPPED,
@@ -667,20 +897,13 @@ class Executor:
             log.warning("door action %s skipped: %s", key, reason)
             return "skipped"
         command = stored_command(kind, policy)
-        result = await enqueue_command(session, ctx, lock_id, command, now=now, door_action_key=key)
+        result = await _enqueue(
+            session, ctx, lock_id, command, now=now, active=active, door_action_key=key
+        )
         if result.blocked_by_slot:
-            await release_claim(session, DoorAction, key, ctx.owner)
+            action.claim_owner = action.claim_until = None
             return "blocked"
-        if not await finish_door_action(
-            session,
-            key,
-            status=DoorActionStatus.DONE,
-            now=now,
-            owner=ctx.owner,
-            expected_version=version,
-            command_id=result.command_id,
-        ):
-            raise _Replanned
+        _finish(action, DoorActionStatus.DONE, now=now, command_id=result.command_id)
         log.info(
             "door action %s → command %s (%s, %s)",
             key,
@@ -695,63 +918,130 @@ class Executor:
         """Claim due pending commands (or just the ``only`` ids) and start sending them;
         returns how many started."""
         ctx = self.ctx
-        now = ctx.now()
-        started = 0
         async with ctx.sessions() as session, session.begin():
-            if only is None:
-                rows = await claim_due_commands(
-                    session, owner=ctx.owner, now=now, limit=self.batch, lease=self.claim_lease
-                )
-            else:
-                rows = await claim_rows(
-                    session,
-                    Command,
-                    owner=ctx.owner,
-                    now=now,
-                    lease=self.claim_lease,
-                    limit=len(only),
-                    where=[
-                        Command.id.in_(list(only)),
-                        Command.state == CommandState.PENDING,
-                        Command.due_at <= now,
-                    ],
-                    order_by=[Command.due_at, Command.created_at, Command.id],
-                )
-            ready: list[Command] = []
-            for row in rows:
-                blockers = [
-                    other
-                    for other in await _active_commands(session, row.lock_id)
-                    if other.id != row.id and _blocks(other, row)
-                ]
-                if blockers or row.lock_id in self._locks_busy:
-                    await release_claim(session, Command, row.id, ctx.owner)
-                    continue
-                ready.append(row)
-        for row in ready:
-            if row.lock_id in self._locks_busy:
+            now = await _now_holding_turn(session, ctx)
+            starts = await self._claim_and_begin(session, now, only=only)
+        return self._launch(starts)
+
+    async def _claim_and_begin(
+        self,
+        session: AsyncSession,
+        now: datetime,
+        *,
+        only: Collection[str] | None = None,
+        active: dict[str, list[Command]] | None = None,
+    ) -> list[_Start]:
+        """In the caller's transaction: claim due pending commands whose lock is free and
+        record the first attempt of each whose transports are ready (so it is on record
+        when the transaction commits, before anything leaves). ``active``: the active
+        commands already loaded in this transaction, per lock."""
+        ctx = self.ctx
+        if only is None:
+            rows = await claim_due_commands(
+                session, owner=ctx.owner, now=now, limit=self.batch, lease=self.claim_lease
+            )
+        else:
+            rows = await claim_rows(
+                session,
+                Command,
+                owner=ctx.owner,
+                now=now,
+                lease=self.claim_lease,
+                limit=len(only),
+                where=[
+                    Command.id.in_(list(only)),
+                    Command.state == CommandState.PENDING,
+                    Command.due_at <= now,
+                ],
+                order_by=[Command.due_at, Command.created_at, Command.id],
+            )
+        if not rows:
+            return []
+        known = dict(active or {})
+        missing = {row.lock_id for row in rows} - set(known)
+        if missing:
+            known.update(await _active_commands_of(session, missing))
+        starts: list[_Start] = []
+        taken: set[str] = set()
+        for row in rows:
+            blocked = any(
+                other.id != row.id and _blocks(other, row) for other in known.get(row.lock_id, [])
+            )
+            if blocked or row.lock_id in self._locks_busy or row.lock_id in taken:
+                row.claim_owner = row.claim_until = None  # released with the flush below
+                self._queued.add(row.lock_id)
                 continue
-            self._locks_busy.add(row.lock_id)
-            task = asyncio.create_task(self._send_guarded(row), name=f"roomkey-send-{row.id}")
+            taken.add(row.lock_id)
+            starts.append(self._begin_first_attempt(session, row, now))
+        await session.flush()  # the claims released, the commands moved, their attempts
+        return [
+            replace(start, begun=replace(start.begun, attempt_id=start.attempt.id))
+            if start.begun is not None and start.attempt is not None
+            else start
+            for start in starts
+        ]
+
+    def _begin_first_attempt(self, session: AsyncSession, row: Command, now: datetime) -> _Start:
+        """Move a pending command this transaction claimed to ``sending`` and add its first
+        attempt, if that needs no I/O (flushed by the caller); otherwise leave it for
+        :meth:`send` (which prepares it first)."""
+        ctx = self.ctx
+        transports = ctx.ready_transports(row.lock_id)
+        if transports is None or row.state is not CommandState.PENDING:
+            return _Start(row)
+        key_ids = {t.kind.value: t.key_local_id for t in transports}
+        domain = to_domain(row, [], key_ids)
+        order = transport_order(transports, domain.command)
+        if not order or now >= domain.deadline:
+            return _Start(row)  # send() fails it / leaves it to the deadline watchdog
+        retry = lc.RetryPolicy(order=order)
+        plan = lc.plan_first_attempt(domain, retry)
+        transport = {t.kind: t for t in transports}[plan.transport]
+        started = lc.start_attempt(domain, plan, now=now, key_local_id=transport.key_local_id)
+        # What persist_transition + begin_attempt store, on the row claimed just now.
+        row.state = CommandState.SENDING
+        row.sending_at = now
+        row.version += 1
+        row.transport = plan.transport.value
+        row.attempts += 1
+        attempt = CommandAttempt(command_id=row.id, transport=plan.transport.value, started_at=now)
+        session.add(attempt)
+        return _Start(row, _Begun(transports, retry, started, plan, None), attempt)
+
+    def _launch(self, starts: Sequence[_Start]) -> int:
+        started = 0
+        for start in starts:
+            lock_id = start.row.lock_id
+            if lock_id in self._locks_busy:
+                continue
+            self._locks_busy.add(lock_id)
+            task = asyncio.create_task(
+                self._send_guarded(start), name=f"roomkey-send-{start.row.id}"
+            )
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
             started += 1
         return started
 
-    async def _send_guarded(self, row: Command) -> None:
+    async def _send_guarded(self, start: _Start) -> None:
+        row = start.row
         try:
-            await self.send(row)
+            if start.begun is None:
+                await self.send(row)
+            else:
+                await self._attempts(row, start.begun)
         except Exception:
             log.exception("sending command %s failed unexpectedly", row.id)
         finally:
             self._locks_busy.discard(row.lock_id)
-            self.ctx.poke()  # a command queued behind this one may go now
+            if row.lock_id in self._queued:
+                self._queued.discard(row.lock_id)
+                self.ctx.poke()  # what waited for this lock may go now
 
     async def send(self, row: Command) -> lc.Command:
         """Send one claimed pending command through the lock's transports (see module doc)."""
         ctx = self.ctx
         transports = await ctx.transports(row.lock_id, learn=True)
-        by_kind = {t.kind: t for t in transports}
         key_ids = {t.kind.value: t.key_local_id for t in transports}
         domain = to_domain(row, [], key_ids)
         order = transport_order(transports, domain.command)
@@ -779,34 +1069,49 @@ class Executor:
                     await command_ended(session, failed, now=now, detail=detail)
             return failed
         retry = lc.RetryPolicy(order=order)
-        plan: lc.AttemptPlan | None = lc.plan_first_attempt(domain, retry)
+        return await self._attempts(
+            row, _Begun(transports, retry, domain, lc.plan_first_attempt(domain, retry), None)
+        )
+
+    async def _attempts(self, row: Command, begun: _Begun) -> lc.Command:
+        """The attempt loop: each attempt is committed before it is sent (the first one may
+        already be, by :meth:`_claim_and_begin`), retried only while certainly not sent."""
+        ctx = self.ctx
+        by_kind = {t.kind: t for t in begun.transports}
+        retry = begun.retry
+        domain = begun.command
+        plan: lc.AttemptPlan | None = begun.plan
+        attempt_id = begun.attempt_id
         while plan is not None:
-            now = ctx.now()
-            if now >= domain.deadline:
-                break  # the deadline watchdog ends it with the right reason
             transport = by_kind[plan.transport]
-            before = domain
-            domain = lc.start_attempt(domain, plan, now=now, key_local_id=transport.key_local_id)
-            async with ctx.sessions() as session, session.begin():
-                if before.state is lc.CommandState.PENDING:
-                    moved = await persist_transition(
-                        session,
-                        before,
-                        domain,
-                        now=now,
-                        owner=ctx.owner,
-                        transport=plan.transport.value,
-                    )
-                else:
-                    fresh = await get_command(session, row.id)
-                    moved = fresh is not None and fresh.state is CommandState.SENDING
-                if not moved:
-                    log.info("command %s changed hands before attempt %d", row.id, plan.number)
-                    return domain
-                attempt = await begin_attempt(
-                    session, row.id, transport=plan.transport.value, now=now
+            if attempt_id is None:
+                now = ctx.now()
+                if now >= domain.deadline:
+                    break  # the deadline watchdog ends it with the right reason
+                before = domain
+                domain = lc.start_attempt(
+                    domain, plan, now=now, key_local_id=transport.key_local_id
                 )
-                attempt_id = attempt.id
+                async with ctx.sessions() as session, session.begin():
+                    if before.state is lc.CommandState.PENDING:
+                        moved = await persist_transition(
+                            session,
+                            before,
+                            domain,
+                            now=now,
+                            owner=ctx.owner,
+                            transport=plan.transport.value,
+                        )
+                    else:
+                        fresh = await get_command(session, row.id)
+                        moved = fresh is not None and fresh.state is CommandState.SENDING
+                    if not moved:
+                        log.info("command %s changed hands before attempt %d", row.id, plan.number)
+                        return domain
+                    attempt = await begin_attempt(
+                        session, row.id, transport=plan.transport.value, now=now
+                    )
+                    attempt_id = attempt.id
             # Committed: the attempt is on record before anything leaves.
             self.attempts_made += 1
             outcome = await send_one(transport, domain.command)
@@ -834,6 +1139,7 @@ class Executor:
                 domain = decision.command
                 if changed and domain.state.terminal:
                     await command_ended(session, domain, now=now, detail=outcome.detail)
+            attempt_id = None
             log.info(
                 "command %s (%s) via %s: %s → %s",
                 row.id,
@@ -848,6 +1154,13 @@ class Executor:
         return domain
 
     # -- phase 3: deadlines ----------------------------------------------------------------
+    def _may_be_overdue(self) -> bool:
+        """Whether a deadline may have passed since the last :meth:`next_delay` (which runs
+        at the end of every pass and saw every active command's deadline); saves the
+        query on the passes that wake-ups cause. Commands created since end later."""
+        hint = self._deadline_hint
+        return not self._hint_known or (hint is not None and hint < self.ctx.now())
+
     async def expire_overdue(self) -> list[str]:
         """End commands past their deadline; returns their ids.
 
@@ -860,6 +1173,8 @@ class Executor:
         now = ctx.now()
         async with ctx.sessions() as session:
             overdue = await commands_past_deadline(session, now=now, limit=self.batch)
+            if not overdue:
+                return []  # the usual case: no write transaction
             unknown = {
                 row.lock_id
                 for row in overdue
@@ -934,12 +1249,16 @@ class Executor:
                     )
                 )
             ).scalar_one_or_none()
+        self._deadline_hint = _aware(next_deadline) if next_deadline is not None else None
+        self._hint_known = True
         moments = [m for m in (next_action, next_deadline, next_due) if m is not None]
         if not moments:
             return None
         soonest = min(_aware(m) for m in moments)
-        # Deadlines are strict (expired only *after* them): wake just past the moment.
-        return max(0.0, (soonest - now).total_seconds()) + 0.001
+        # Counted from the clock *after* the queries (under load they can take a while), so
+        # the sleep ends at the moment itself. Deadlines are strict (expired only *after*
+        # them): wake just past the moment.
+        return max(0.0, soonest.timestamp() - ctx.clock.time()) + 0.001
 
 
 def _aware(moment: datetime) -> datetime:
@@ -1014,5 +1333,7 @@ async def run_executor(
                 for waiter in waiters:
                     waiter.cancel()
                 await asyncio.gather(*waiters, return_exceptions=True)
+        # Stopped: the sends in progress may finish (each within the transport timeout).
+        await executor.drain()
     finally:
         await executor.aclose()

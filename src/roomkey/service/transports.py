@@ -271,8 +271,16 @@ def build_transports(
     Every client signs with ``clock`` (the lock rejects commands ≥60 s old, so a warped demo
     clock must sign too) and never retries by itself. ``status_budget`` (LOQED allows about
     12 cloud status reads per 12 h) guards the cloud client's ``GET /api/locks``.
+
+    All the lock's clients share one HTTP client (``http_client``, else one made here): one
+    connection pool and TLS context instead of one per surface. Timeouts and base URLs stay
+    per SDK client (the SDK puts them on every request). Pass one client to share it across
+    locks too (:meth:`roomkey.service.executor.LoqedContext.shared_http` does).
     """
     sign_clock = clock.time
+    kinds = {"bridge": lock.bridge, "cloud": lock.cloud, "app": lock.app}
+    if http_client is None and any(kinds.get(name) is not None for name in order):
+        http_client = httpx.AsyncClient()
     built: list[LockTransport] = []
     for name in order:
         if name == "bridge" and lock.bridge is not None:
