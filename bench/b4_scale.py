@@ -322,6 +322,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--per-room", type=int, required=True)
     parser.add_argument("--workdir", type=Path, required=True)
     args = parser.parse_args(argv)
+    from roomkey.service.gc_tuning import tune_gc
+
+    tune_gc()  # the child stands in for a `roomkey serve` process doing a full resync
     data = asyncio.run(_child(args.url, args.rooms, args.per_room, args.workdir))
     sys.stdout.write(MARKER + json.dumps(data) + "\n")
     return 0

@@ -40,6 +40,17 @@ from starlette.routing import Route
 log = logging.getLogger("bench.servers")
 
 
+def _run(coro: Any, loop: str) -> None:
+    """Run a server's coroutine on the event loop ``roomkey serve --loop`` would use
+    (``auto``: uvloop when installed), the same for every kind of server."""
+    from roomkey.cli.service_cmds import run_on_loop
+    from roomkey.service.gc_tuning import freeze_startup_objects, tune_gc
+
+    tune_gc()  # the garbage-collector settings of `roomkey serve`, for every kind of server
+    freeze_startup_objects()
+    run_on_loop(coro, loop=loop)
+
+
 def _uvicorn(app: Any, port: int) -> uvicorn.Server:
     """The server ``roomkey serve`` builds (see ``roomkey.cli.service_cmds._serve``)."""
     return uvicorn.Server(
@@ -258,17 +269,23 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--probe", action="store_true")
     parser.add_argument("--count-sql", action="store_true")
     parser.add_argument(
+        "--loop",
+        default="auto",
+        choices=["auto", "uvloop", "asyncio"],
+        help="event loop, as `roomkey serve --loop` (default auto: uvloop when installed)",
+    )
+    parser.add_argument(
         "--pool", type=int, help="experiment: a connection pool of this size, no overflow"
     )
     args = parser.parse_args(argv)
     if args.kind == "bare":
-        asyncio.run(_uvicorn(bare_app(), args.port).serve())
+        _run(_uvicorn(bare_app(), args.port).serve(), args.loop)
         return 0
     if not args.config:
         parser.error("--config is required")
     _configure_logging()
     if args.kind == "roomkey":
-        asyncio.run(
+        _run(
             _roomkey(
                 args.config,
                 args.port,
@@ -276,10 +293,11 @@ def main(argv: list[str]) -> int:
                 probe=args.probe,
                 pool=args.pool,
                 count_sql=args.count_sql,
-            )
+            ),
+            args.loop,
         )
     else:
-        asyncio.run(_naive(args.config, args.port))
+        _run(_naive(args.config, args.port), args.loop)
     return 0
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from roomkey.service.group_commit import GroupCommit
+from roomkey.service.group_commit import BatchNotWritten, GroupCommit
 
 
 async def test_concurrent_callers_share_one_batch_and_get_their_own_result() -> None:
@@ -108,3 +108,32 @@ def test_max_batch_must_be_positive() -> None:
 
     with pytest.raises(ValueError):
         GroupCommit(run, max_batch=0)
+
+
+async def test_usable_again_after_aclose() -> None:
+    async def run(items: Sequence[int]) -> list[int]:
+        return [i + 1 for i in items]
+
+    group: GroupCommit[int, int] = GroupCommit(run)
+    assert await group.submit(1) == 2
+    await group.aclose()
+    assert await group.submit(2) == 3
+    assert group.pending == 0
+
+
+async def test_a_cancelled_drain_fails_its_callers_with_batch_not_written() -> None:
+    gate = asyncio.Event()
+
+    async def run(items: Sequence[int]) -> list[int]:
+        await gate.wait()
+        return list(items)
+
+    group: GroupCommit[int, int] = GroupCommit(run, max_batch=1)
+    first = asyncio.ensure_future(group.submit(1))
+    second = asyncio.ensure_future(group.submit(2))
+    await asyncio.sleep(0.01)
+    assert group._drain is not None
+    group._drain.cancel()
+    outcomes = await asyncio.gather(first, second, return_exceptions=True)
+    assert [type(o) for o in outcomes] == [BatchNotWritten, BatchNotWritten]
+    assert group.pending == 0

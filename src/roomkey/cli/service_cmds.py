@@ -16,9 +16,9 @@ import getpass
 import os
 import re
 import signal
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import typer
@@ -204,6 +204,14 @@ def serve(
         str, typer.Option(help="Log format on stderr: json, text or auto (text on a terminal).")
     ] = "auto",
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+    loop: Annotated[
+        str,
+        typer.Option(
+            envvar="ROOMKEY_LOOP",
+            help="Event loop: auto (uvloop when installed, else asyncio), uvloop or asyncio "
+            "(the stock loop).",
+        ),
+    ] = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Run the service: webhook receivers, workers, /health, /ready and /metrics."""
@@ -213,6 +221,7 @@ def serve(
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise typer.BadParameter("must be debug, info, warning or error", param_hint="--log-level")
+    loop_factory(loop)  # refuse an unknown or missing loop before anything starts
     with handle_errors(out):
         config = load_cli_config(config_path)
         from roomkey.service.crypto import SecretBox
@@ -221,7 +230,10 @@ def serve(
         box = SecretBox.from_env()
         json_lines = log_format == "json" or (log_format == "auto" and not _stderr_is_tty())
         configure_logging(level=level, json_lines=json_lines)
-        _run(
+        from roomkey.service.gc_tuning import tune_gc
+
+        tune_gc(config.service.gc_threshold)
+        run_on_loop(
             _serve(
                 config,
                 box,
@@ -229,8 +241,37 @@ def serve(
                 port=config.service.port if port is None else port,
                 migrate=migrate,
                 out=out,
-            )
+            ),
+            loop=loop,
         )
+
+
+T = TypeVar("T")
+
+SERVE_LOOPS = ("auto", "uvloop", "asyncio")
+"""``roomkey serve --loop`` choices (uvicorn's names)."""
+
+
+def loop_factory(loop: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvicorn's event-loop factory for ``loop`` (``auto``: uvloop when installed), exactly
+    what ``uvicorn.Server.run()`` would use."""
+    import uvicorn
+
+    if loop not in SERVE_LOOPS:
+        raise typer.BadParameter(f"must be one of {', '.join(SERVE_LOOPS)}", param_hint="--loop")
+    try:
+        return uvicorn.Config("roomkey", loop=loop).get_loop_factory()
+    except ImportError as exc:
+        raise typer.BadParameter(
+            f"{loop} is not installed (use --loop asyncio)", param_hint="--loop"
+        ) from exc
+
+
+def run_on_loop(coro: Coroutine[Any, Any, T], *, loop: str = "auto") -> T:
+    """Run ``coro`` to completion on a fresh event loop of kind ``loop`` (see
+    :func:`loop_factory`); ``roomkey serve`` and the benchmark servers run this way."""
+    with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+        return runner.run(coro)
 
 
 def _stderr_is_tty() -> bool:
@@ -263,6 +304,9 @@ async def _serve(
         )
     service = Service(config, secret_box=box)
     app = create_app(service)
+    from roomkey.service.gc_tuning import freeze_startup_objects
+
+    freeze_startup_objects()  # start-up objects live as long as the process
 
     class Server(uvicorn.Server):
         """Stops on SIGINT/SIGTERM and exits 0 (plain uvicorn re-raises the signal)."""

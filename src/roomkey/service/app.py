@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, MutableMapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
+from roomkey.service.hooks_lockme import LockmeReceiver
 from roomkey.service.hooks_lockme import router as lockme_router
 from roomkey.service.metrics import CONTENT_TYPE_LATEST
 from roomkey.service.runtime import Service
 
-__all__ = ["create_app", "error_response"]
+__all__ = ["FastReceiver", "RoomkeyApp", "create_app", "error_response"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,40 @@ _HTTP_ERROR_TYPES = {
 }
 
 
+# --------------------------------------------------------------------------- fast receivers
+# Webhook receivers are the hot path: a raw ASGI endpoint listed in ``fast_receivers`` is tried
+# before FastAPI's middleware, routing and dependency machinery. Each also stays routed inside
+# FastAPI (other methods, a ``root_path``), so answers do not depend on which way a request took.
+
+
+class FastReceiver(Protocol):
+    """A raw ASGI endpoint that claims its own requests (and sets ``scope["path_params"]``)."""
+
+    def match(self, scope: MutableMapping[str, Any]) -> bool: ...
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]: ...
+
+
+class RoomkeyApp(FastAPI):
+    """FastAPI with :attr:`fast_receivers` tried first for plain HTTP requests."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fast_receivers: list[FastReceiver] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope.get("root_path") and not self.root_path:
+            for receiver in self.fast_receivers:
+                if receiver.match(scope):
+                    scope["app"] = self
+                    await receiver(scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+
+# --------------------------------------------------------------------------- the app
+
+
 def error_response(status: int, type_: str, message: str, **extra: Any) -> JSONResponse:
     """The one error shape every endpoint answers with."""
     return JSONResponse({"error": {"type": type_, "message": message, **extra}}, status_code=status)
@@ -50,7 +86,7 @@ def error_response(status: int, type_: str, message: str, **extra: Any) -> JSONR
 
 def create_app(
     service: Service, *, manage_lifecycle: bool = True, migrate: bool = False
-) -> FastAPI:
+) -> RoomkeyApp:
     """Build the app. With ``manage_lifecycle`` its lifespan runs ``service.start(migrate=…)``
     and ``service.stop()`` (turn it off when the caller starts the service itself). Closing
     the service's clients and engine (``service.aclose()``) stays with the caller."""
@@ -65,7 +101,7 @@ def create_app(
             if manage_lifecycle:
                 await service.stop()
 
-    app = FastAPI(
+    app = RoomkeyApp(
         title="roomkey",
         lifespan=lifespan,
         docs_url=None,
@@ -74,6 +110,7 @@ def create_app(
     )
     app.state.service = service
     app.include_router(lockme_router)
+    app.fast_receivers.append(LockmeReceiver(service))
     for name in _OPTIONAL_ROUTERS:
         try:
             module = importlib.import_module(name)
@@ -82,6 +119,9 @@ def create_app(
                 raise
             continue
         app.include_router(module.router)
+        # LOQED receivers: raw ASGI shortcuts listed by the module (hooks_loqed.FAST_RECEIVERS).
+        for make_receiver in getattr(module, "FAST_RECEIVERS", ()):
+            app.fast_receivers.append(make_receiver(service))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:

@@ -8,7 +8,8 @@ written the next one gathers, so an idle system answers at once and a busy one b
 
 Every caller is answered only after the batch holding its item has run, so "durable before the
 answer" still holds. When ``run_batch`` raises, every caller of that batch gets the exception
-and nothing of the batch is acknowledged; later batches are unaffected.
+and nothing of the batch is acknowledged; later batches are unaffected. A caller that gives up
+(is cancelled) does not take its item back: it is written with its batch all the same.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
-__all__ = ["GroupCommit"]
+__all__ = ["BatchNotWritten", "GroupCommit"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -26,17 +27,16 @@ R = TypeVar("R")
 log = logging.getLogger(__name__)
 
 
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    # A caller that gave up no longer awaits its future; its failure is not "unretrieved".
-    if not future.cancelled():
-        future.exception()
+class BatchNotWritten(RuntimeError):
+    """The drain task was cancelled (shutdown) before the caller's batch was written."""
 
 
 class GroupCommit(Generic[T, R]):
     """Batches concurrent ``submit`` calls into calls of ``run_batch(items) -> results``.
 
     ``run_batch`` must return one result per item, in order. ``max_batch`` bounds a batch
-    (and so a transaction's size)."""
+    (and so a transaction's size). Usable again after :meth:`aclose` (a later ``submit``
+    starts a new drain task)."""
 
     def __init__(
         self,
@@ -56,17 +56,25 @@ class GroupCommit(Generic[T, R]):
         """Batches written so far (for tests and metrics)."""
         self.items = 0
         """Items written so far."""
+        self.failed_batches = 0
+        """Batches whose ``run_batch`` raised."""
+
+    @property
+    def pending(self) -> int:
+        """Items queued and not yet handed to ``run_batch``."""
+        return len(self._pending)
 
     async def submit(self, item: T) -> R:
-        """Queue ``item`` and wait until the batch holding it has been written."""
+        """Queue ``item`` and wait until the batch holding it has been written.
+
+        Cancelling the wait does not withdraw the item: it is written with its batch."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
-        future.add_done_callback(_retrieve)
         self._pending.append((item, future))
-        if self._drain is None or self._drain.done():
+        drain = self._drain
+        if drain is None or drain.done():
             self._drain = loop.create_task(self._drain_all(), name=self._name)
-        # The write goes on even if this caller gives up: the item is already queued.
-        return await asyncio.shield(future)
+        return await future
 
     async def _drain_all(self) -> None:
         # Let the callers that are already runnable queue their items first.
@@ -82,13 +90,14 @@ class GroupCommit(Generic[T, R]):
                         f"for {len(batch)} items"
                     )
             except asyncio.CancelledError:
-                error = RuntimeError(f"{self._name}: stopped before the batch was written")
+                error = BatchNotWritten(f"{self._name}: stopped before the batch was written")
                 for _, future in batch + self._pending:
                     if not future.done():
                         future.set_exception(error)
                 self._pending.clear()
                 raise
             except Exception as exc:  # every caller of the batch sees the failure
+                self.failed_batches += 1
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
@@ -100,10 +109,10 @@ class GroupCommit(Generic[T, R]):
                     future.set_result(result)
 
     async def aclose(self) -> None:
-        """Write what is queued, then stop."""
+        """Write what is queued, then return (the drain task has ended)."""
         task = self._drain
         if task is not None and not task.done():
             try:
-                await task
+                await asyncio.shield(task)
             except Exception:  # already delivered to the callers
                 log.debug("%s: last batch failed", self._name, exc_info=True)
