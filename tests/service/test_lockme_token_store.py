@@ -24,7 +24,7 @@ from roomkey.service.crypto import DecryptionError, SecretBox, SecretKeyError, g
 from roomkey.service.db.engine import create_engine, create_session_factory
 from roomkey.service.db.inventory import get_secret
 from roomkey.service.db.models import StoredSecret
-from roomkey.service.lockme_gateway import EncryptedFileTokenStore, token_store
+from roomkey.service.lockme_gateway import CachedTokenStore, EncryptedFileTokenStore, token_store
 from roomkey.service.lockme_token_store import LOCKME_TOKEN_SECRET, DatabaseTokenStore
 from roomkey.service.runtime import Service
 from roomkey.sim.clock import SimClock
@@ -237,7 +237,9 @@ async def test_two_replicas_on_two_engines_refresh_an_expired_token_exactly_once
         for name, eng in (("replica-a", engine), ("replica-b", engine_b))
     ]
     try:
-        assert all(isinstance(r.lockme.store, DatabaseTokenStore) for r in replicas)
+        # the service reads the database store through its short-lived cache
+        assert all(isinstance(r.lockme.store, CachedTokenStore) for r in replicas)
+        assert all(isinstance(r.lockme.store.inner, DatabaseTokenStore) for r in replicas)  # type: ignore[attr-defined]
         assert first.expires is not None
         await clock.advance(first.expires - clock.time() + 1)  # both see it expired
         users = await asyncio.gather(*(r.lockme.me() for r in replicas for _ in range(3)))

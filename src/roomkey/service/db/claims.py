@@ -10,6 +10,8 @@ next claimer after the lease, which is how work survives a crash.
   serialises writers, so two claimers can never get the same row.
 
 Commit right after claiming so other replicas see the claim; do the slow work afterwards.
+A worker that keeps rows longer than expected extends its own claims with
+:func:`renew_claims` well before they expire.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from ._sql import dialect_name
 
-__all__ = ["Claimable", "claim_is_free", "claim_rows", "release_claim"]
+__all__ = ["Claimable", "claim_is_free", "claim_rows", "release_claim", "renew_claims"]
 
 
 class Claimable(Protocol):
@@ -103,3 +105,29 @@ async def release_claim(session: AsyncSession, model: type[Any], key: Any, owner
         .execution_options(synchronize_session=False)
     )
     return bool(getattr(result, "rowcount", 0))
+
+
+async def renew_claims(
+    session: AsyncSession,
+    model: type[Any],
+    keys: Sequence[Any],
+    *,
+    owner: str,
+    until: datetime,
+) -> set[Any]:
+    """Extend ``owner``'s claims on the rows ``keys`` to ``until``; returns the keys still held.
+
+    One ``UPDATE … WHERE pk IN (…) AND claim_owner = owner``: a row another worker took over
+    (the claim had expired) is left alone and missing from the result.
+    """
+    if not keys:
+        return set()
+    pk = _pk(model)
+    result = await session.execute(
+        update(model)
+        .where(pk.in_(list(keys)), model.claim_owner == owner)
+        .values(claim_until=until)
+        .returning(pk),
+        execution_options={"synchronize_session": False},
+    )
+    return set(result.scalars())
