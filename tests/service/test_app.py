@@ -155,7 +155,7 @@ async def test_service_picks_up_the_executor_worker(
     service = Service(config, engine=engine, secret_box=secret_box)
     try:
         names = [s.name for s in service.supervisor.status()]
-        assert names == ["lockme-messages", "reconcile", "executor"]
+        assert names == ["lockme-messages", "reconcile", "executor", "loqed-events"]
     finally:
         await service.aclose()
 

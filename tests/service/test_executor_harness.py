@@ -37,6 +37,7 @@ from roomkey.service.db.models import (
 )
 from roomkey.service.db.plans import ActionSpec, upsert_door_actions
 from roomkey.service.executor import Executor, LoqedContext, context_for
+from roomkey.service.loqed_apply import applier_for
 from roomkey.service.runtime import Service
 from roomkey.sim.clock import SimClock
 from roomkey.sim.loqed import LoqedSimulator
@@ -54,14 +55,22 @@ KEY_SECRET = base64.b64encode(b"K" * 32).decode()
 
 
 class LateApp:
-    """An ASGI app whose target is set later (simulator and roomkey point at each other)."""
+    """An ASGI app whose target is set later (simulator and roomkey point at each other).
 
-    def __init__(self) -> None:
-        self.app: ASGIApp | None = None
+    With ``ctx`` set, a LOQED webhook returns only once its event is applied: the receiver
+    answers after the durable receipt and applies right after, off the request path; tests
+    on a manual clock want the effects in place before time moves on.
+    """
+
+    def __init__(self, app: ASGIApp | None = None, ctx: LoqedContext | None = None) -> None:
+        self.app = app
+        self.ctx = ctx
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert self.app is not None
         await self.app(scope, receive, send)
+        if self.ctx is not None and str(scope.get("path", "")).startswith("/hooks/loqed/"):
+            await applier_for(self.ctx).settle()
 
 
 def config_text(
@@ -219,7 +228,7 @@ class World:
 
     def receiver(self) -> httpx.AsyncClient:
         client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=self.app), base_url=ROOMKEY_BASE
+            transport=httpx.ASGITransport(app=LateApp(self.app, self.ctx)), base_url=ROOMKEY_BASE
         )
         self.clients.append(client)
         return client
@@ -298,4 +307,5 @@ async def make_world(
     late.app = app
     await service.sync_inventory()
     ctx = context_for(service)
+    late.ctx = ctx
     return World(clock, sim, service, ctx, Executor(ctx), app, clients)

@@ -9,6 +9,11 @@ commands, and door actions skipped because they were too late.
 * Command alerts open when a command ends badly (one open alert per lock and kind, its
   ``count`` bumped on repeats) and resolve when a later command to that lock is confirmed.
 * Skipped actions get one alert each (they stay open until acknowledged).
+* ``event_apply_failed`` opens when a lock's received events keep failing to apply (they are
+  kept and retried) and resolves once they applied.
+
+:func:`apply_alert_batch` stores the lock-alert changes of a whole batch of events with one
+look-up of the lock's open alerts: a resolve of an alert that is not open costs nothing.
 
 One open alert per ``dedupe_key`` (``"{kind}:{lock_id}"``, or ``"action_skipped:{key}"``),
 enforced by the database across replicas.
@@ -17,16 +22,18 @@ enforced by the database across replicas.
 from __future__ import annotations
 
 import enum
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from roomkey.loqed import BoltState, EventKind, LockEvent
+from roomkey.loqed import BoltState, EventKind
 from roomkey.service.db.alerts import open_alert_if_new, resolve_alerts
 from roomkey.service.db.models import Alert
-from roomkey.service.lock_state import LockSnapshot
+from roomkey.service.lock_state import EventFacts, LockSnapshot
 
 __all__ = [
     "DEFAULT_HYSTERESIS",
@@ -34,6 +41,7 @@ __all__ = [
     "RESOLVER",
     "AlertChange",
     "AlertKind",
+    "apply_alert_batch",
     "apply_alert_changes",
     "dedupe_key",
     "lock_alert_changes",
@@ -57,6 +65,7 @@ class AlertKind(enum.StrEnum):
     COMMAND_FAILED = "command_failed"
     COMMAND_UNCONFIRMED = "command_unconfirmed"
     ACTION_SKIPPED = "action_skipped"
+    EVENT_APPLY_FAILED = "event_apply_failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +80,7 @@ class AlertChange:
 def lock_alert_changes(
     before: LockSnapshot,
     after: LockSnapshot,
-    event: LockEvent,
+    event: EventFacts,
     *,
     low_battery: int = DEFAULT_LOW_BATTERY,
     hysteresis: int = DEFAULT_HYSTERESIS,
@@ -158,3 +167,47 @@ async def apply_alert_changes(
                 now=now,
                 lock_id=lock_id,
             )
+
+
+async def apply_alert_batch(
+    session: AsyncSession,
+    changes: Sequence[tuple[str, AlertChange, datetime]],
+    *,
+    maybe_open: Collection[str] | None = None,
+) -> None:
+    """Store the ``(lock_id, change, at)`` of a batch of events, in order.
+
+    Same outcome as :func:`apply_alert_changes` per event, but the open alerts of every lock
+    in the batch are read with one query, so resolving an alert that is not open (every
+    ``state_changed`` resolves ``motor_stall``) sends no statement. ``maybe_open``: the only
+    locks that can have open alerts (the caller knows; no query when none of them changes).
+    """
+    if not changes:
+        return
+    keys = {
+        dedupe_key(change.kind, lock_id)
+        for lock_id, change, _ in changes
+        if maybe_open is None or lock_id in maybe_open
+    }
+    open_keys: set[str] = set()
+    if keys:
+        stmt = select(Alert.dedupe_key).where(
+            Alert.dedupe_key.in_(sorted(keys)), Alert.acknowledged_at.is_(None)
+        )
+        open_keys = set((await session.execute(stmt)).scalars())
+    for lock_id, change, at in changes:
+        key = dedupe_key(change.kind, lock_id)
+        if change.resolve:
+            if key in open_keys:
+                await resolve_alert(session, change.kind, subject=lock_id, now=at)
+                open_keys.discard(key)
+        else:
+            await raise_alert(
+                session,
+                change.kind,
+                subject=lock_id,
+                message=change.message,
+                now=at,
+                lock_id=lock_id,
+            )
+            open_keys.add(key)

@@ -15,16 +15,41 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from roomkey.loqed import BoltState, EventKind, LockEvent, parse_bolt_state
+from roomkey.loqed import BoltState, EventKind, parse_bolt_state
 from roomkey.service.db.events import update_lock_state
 from roomkey.service.db.models import Lock
 
-__all__ = ["LockSnapshot", "apply_event", "save_snapshot", "snapshot_of"]
+__all__ = ["EventFacts", "LockSnapshot", "apply_event", "save_snapshot", "snapshot_of"]
 
 _MOVEMENT = (EventKind.STATE_CHANGED, EventKind.MOTOR_STALL, EventKind.GO_TO_STATE)
+
+
+class EventFacts(Protocol):
+    """What the state rule reads of an event: a parsed :class:`roomkey.loqed.LockEvent`, or
+    the light record the applier rebuilds from a stored receipt."""
+
+    @property
+    def event_type(self) -> str: ...
+    @property
+    def kind(self) -> EventKind: ...
+    @property
+    def bolt_state(self) -> BoltState | None: ...
+    @property
+    def key_local_id(self) -> int | None: ...
+    @property
+    def battery_percentage(self) -> int | None: ...
+    @property
+    def battery_type(self) -> str | None: ...
+    @property
+    def ble_strength(self) -> int | None: ...
+    @property
+    def wifi_strength(self) -> int | None: ...
+    @property
+    def online(self) -> bool | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +64,7 @@ class LockSnapshot:
     wifi_strength: int | None = None
 
 
-def apply_event(snapshot: LockSnapshot, event: LockEvent) -> LockSnapshot:
+def apply_event(snapshot: LockSnapshot, event: EventFacts) -> LockSnapshot:
     """The snapshot after ``event``."""
     new = snapshot
     kind = event.kind

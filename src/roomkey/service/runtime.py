@@ -33,6 +33,7 @@ from roomkey.service.db.migrate import head_revision, upgrade_async
 from roomkey.service.db.models import MessageState
 from roomkey.service.lockme_gateway import build_lockme_client
 from roomkey.service.logging import register_secret
+from roomkey.service.message_intake import create_message_intake
 from roomkey.service.messages import MessageSettings, MessageWorker
 from roomkey.service.metrics import Metrics
 from roomkey.service.reconcile import (
@@ -258,7 +259,10 @@ WorkerFactory = Callable[["Service"], Worker]
 """Builds one worker for a service. Other parts register theirs with
 :meth:`Service.add_worker` or list a module in :data:`OPTIONAL_WORKER_MODULES`."""
 
-OPTIONAL_WORKER_MODULES: tuple[str, ...] = ("roomkey.service.executor",)
+OPTIONAL_WORKER_MODULES: tuple[str, ...] = (
+    "roomkey.service.executor",
+    "roomkey.service.loqed_apply",
+)
 """Modules that may contribute workers: each exposes ``create_worker(service) -> Worker`` (or
 ``create_workers(service) -> list[Worker]``); a module not built yet is skipped."""
 
@@ -319,6 +323,8 @@ class Service:
         self.loqed_http = loqed_http
         """Injected HTTP client for LOQED transports (tests/demo); None: real network."""
         self.metrics = metrics or Metrics()
+        self.message_intake = create_message_intake(self)
+        """Group-committed durable insert of delivered Lockme message ids (the receiver)."""
         self.wakes = Wakes()
         self.instance_id = instance_id or config.service.resolved_replica_id
         self.supervisor = Supervisor(
@@ -407,6 +413,7 @@ class Service:
     async def stop(self, *, grace: float = 5.0) -> None:
         """Stop the workers (current passes finish within ``grace``), close clients."""
         await self.supervisor.stop(grace=grace)
+        await self.message_intake.aclose()  # deliveries already queued get written
         if self._started:
             log.info("roomkey service %s stopped", self.instance_id)
         self._started = False

@@ -52,37 +52,32 @@ def apply_all() -> list[str]:
 def _mark_read_before_commit() -> None:
     from roomkey.service import messages as m
 
-    async def process(
-        self: Any, message_id: str, *, after: Any = None, done: Any = None, **_: Any
-    ) -> Any:
+    async def process(self: Any, message_id: str, *, claimed: Any = None, **_: Any) -> Any:
         service = self.service
         step = "load"
         try:
-            if after is not None:
-                await after.wait()
-            row = await self._load(message_id)
-            if row is None:
+            held = claimed if claimed is not None else await self._load(message_id)
+            if held is None:
                 return m.MessageOutcome(message_id, m.MessageState.ACKED)
-            raw = row.raw
+            raw = held.raw
+            fetched = raw is None
             if raw is None:
                 step = "fetch"
-                fetched = await service.lockme.get_message(message_id)
-                raw = fetched.model_dump(mode="json", exclude_none=True)
-                await self._store_raw(message_id, raw)
+                message = await service.lockme.get_message(message_id)
+                raw = message.model_dump(mode="json", exclude_none=True)
             step = "mark_read"  # SABOTAGE: read at Lockme before the effect is committed
             await service.lockme.mark_message_read(message_id)
-            if row.applied_at is None:
+            if not held.applied:
                 step = "apply"
-                rooms = await self._apply(message_id, raw)
+                rooms = await self._apply(
+                    message_id, m.Message.model_validate(raw), raw=raw if fetched else None
+                )
             else:
                 rooms = frozenset()
-            action = await self._acked(message_id)
+            await self._acked(message_id)
         except Exception as exc:
             return await self._failed(message_id, step, exc)
-        finally:
-            if done is not None:
-                done.set()
-        return m.MessageOutcome(message_id, m.MessageState.ACKED, action, rooms)
+        return m.MessageOutcome(message_id, m.MessageState.ACKED, held.action, rooms)
 
     m.MessageWorker.process = process  # type: ignore[method-assign]
 

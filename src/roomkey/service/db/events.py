@@ -1,27 +1,42 @@
-"""Lock events (bridge and cloud webhooks) and the live lock state they drive.
+"""Lock events (bridge and cloud webhooks), their receipts, and the live lock state they drive.
+
+Webhooks are first stored as *receipts* (``lock_event_receipts``, one multi-row INSERT per
+group-committed batch: :func:`insert_receipts`); the applier (:mod:`roomkey.service.loqed_apply`)
+turns them into ``lock_events`` rows in batches (:func:`pending_receipts`, :func:`insert_events`,
+:func:`mark_receipts`). :func:`record_event_if_new` is the one-event path of the same rules.
 
 All functions run inside the caller's transaction and never commit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Integer, Table, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ._sql import serialize_scope
-from .models import EventSource, Lock, LockEvent, RoomLock
+from .models import EventSource, Lock, LockEvent, LockEventReceipt, RoomLock
 
 __all__ = [
     "PII_FIELDS",
+    "RECEIPT_COLUMNS",
     "UNSET",
+    "cloud_payloads_since",
+    "count_pending",
     "drop_pii",
     "event_dedupe_key",
+    "insert_events",
+    "insert_receipts",
+    "latest_event_key",
     "link_event",
     "list_events",
+    "mark_receipts",
+    "pending_receipts",
+    "prune_receipts",
+    "receipt_failed",
     "record_event_if_new",
     "update_lock_state",
 ]
@@ -222,3 +237,157 @@ async def list_events(
     if command_id is not None:
         stmt = stmt.where(LockEvent.command_id == command_id)
     return list((await session.execute(stmt.limit(limit))).scalars())
+
+
+# --------------------------------------------------------------------------- receipts
+
+_RECEIPTS = cast(Table, LockEventReceipt.__table__)
+_EVENTS = cast(Table, LockEvent.__table__)
+_R = _RECEIPTS.c
+RECEIPT_COLUMNS = (
+    _R.id,
+    _R.lock_id,
+    _R.source,
+    _R.event_type,
+    _R.kind,
+    _R.bolt_state,
+    _R.key_local_id,
+    _R.occurred_at,
+    _R.received_at,
+    _R.dedupe_key,
+    _R.raw,
+    _R.facts,
+    _R.attempts,
+    _R.retry_at,
+)
+"""What the applier reads of a pending receipt (rows, not ORM objects: cheaper)."""
+
+# The hot statements, built once (building a statement costs about as much as running it).
+_INSERT_RECEIPTS = insert(_RECEIPTS)
+_INSERT_EVENTS = insert(_EVENTS)
+_PENDING = (
+    select(*RECEIPT_COLUMNS)
+    .where(_R.applied_at.is_(None))
+    .order_by(_R.id)
+    .limit(bindparam("limit", type_=Integer))
+)
+_MARK = (
+    update(_RECEIPTS)
+    .where(_R.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        applied_at=bindparam("applied_at"),
+        outcome=bindparam("outcome"),
+        last_error=None,
+        retry_at=None,
+    )
+)
+
+
+async def insert_receipts(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Store received events (one multi-row INSERT: no RETURNING, which SQLite would turn
+    into one INSERT per row).
+
+    Each row has the :class:`~roomkey.service.db.models.LockEventReceipt` columns ``lock_id``,
+    ``source``, ``event_type``, ``kind``, ``bolt_state``, ``key_local_id``, ``occurred_at``,
+    ``received_at``, ``dedupe_key``, ``raw`` and ``facts``.
+    """
+    if rows:
+        await session.execute(_INSERT_RECEIPTS, [{**row, "attempts": 0} for row in rows])
+
+
+async def pending_receipts(
+    session: AsyncSession,
+    *,
+    lock_ids: Collection[str | None] | None = None,
+    limit: int = 512,
+) -> list[Any]:
+    """Receipts not applied yet, oldest first (:data:`RECEIPT_COLUMNS`); ``lock_ids``
+    narrows to those locks (None in it: events of no configured lock)."""
+    if lock_ids is None:
+        return list((await session.execute(_PENDING, {"limit": limit})).all())
+    stmt = select(*RECEIPT_COLUMNS).where(_R.applied_at.is_(None))
+    if lock_ids is not None:
+        named = [lock for lock in lock_ids if lock is not None]
+        if None in lock_ids:
+            stmt = stmt.where(or_(_R.lock_id.in_(named), _R.lock_id.is_(None)))
+        else:
+            stmt = stmt.where(_R.lock_id.in_(named))
+    return list((await session.execute(stmt.order_by(_R.id).limit(limit))).all())
+
+
+async def mark_receipts(
+    session: AsyncSession, ids: Collection[int], *, outcome: str, now: datetime
+) -> None:
+    """Record that the receipts ``ids`` were applied with ``outcome`` (``stored``/``duplicate``)."""
+    if ids:
+        await session.execute(_MARK, {"ids": list(ids), "applied_at": now, "outcome": outcome})
+
+
+async def receipt_failed(
+    session: AsyncSession, ids: Collection[int], *, error: str, retry_at: datetime
+) -> None:
+    """Count a failed attempt to apply the receipts ``ids``; retry them at ``retry_at``."""
+    if ids:
+        await session.execute(
+            update(LockEventReceipt)
+            .where(_R.id.in_(list(ids)), _R.applied_at.is_(None))
+            .values(attempts=_R.attempts + 1, last_error=error[:2000], retry_at=retry_at)
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def prune_receipts(session: AsyncSession, *, applied_before: datetime) -> int:
+    """Delete receipts applied before ``applied_before``; how many went."""
+    result = await session.execute(
+        delete(LockEventReceipt)
+        .where(_R.applied_at.is_not(None), _R.applied_at < applied_before)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0))
+
+
+async def insert_events(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Store applied events in ``lock_events`` (one multi-row INSERT)."""
+    if rows:
+        await session.execute(_INSERT_EVENTS, list(rows))
+
+
+async def latest_event_key(
+    session: AsyncSession, lock_id: str | None
+) -> tuple[str, datetime] | None:
+    """``(dedupe_key, received_at)`` of the latest stored event of ``lock_id`` (None: events
+    of no configured lock)."""
+    stmt = select(LockEvent.dedupe_key, LockEvent.received_at).where(
+        LockEvent.lock_id.is_(None) if lock_id is None else LockEvent.lock_id == lock_id
+    )
+    row = (
+        await session.execute(
+            stmt.order_by(LockEvent.received_at.desc(), LockEvent.id.desc()).limit(1)
+        )
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+async def cloud_payloads_since(
+    session: AsyncSession, lock_id: str | None, keys: Collection[str], *, since: datetime
+) -> list[tuple[str, datetime, dict[str, Any]]]:
+    """Stored cloud events of ``lock_id`` with one of ``keys``, received after ``since``:
+    ``(dedupe_key, received_at, raw)`` (cloud redelivery detection)."""
+    if not keys:
+        return []
+    stmt = select(LockEvent.dedupe_key, LockEvent.received_at, LockEvent.raw).where(
+        LockEvent.lock_id.is_(None) if lock_id is None else LockEvent.lock_id == lock_id,
+        LockEvent.source == EventSource.CLOUD,
+        LockEvent.dedupe_key.in_(list(keys)),
+        LockEvent.received_at > since,
+    )
+    rows = (await session.execute(stmt.limit(200))).all()
+    return [(row[0], row[1], row[2]) for row in rows]
+
+
+def count_pending(*, lock_id: str | None = None) -> Any:
+    """A ``SELECT count(*)`` of unapplied receipts (optionally of one lock)."""
+    stmt = select(func.count()).select_from(LockEventReceipt).where(_R.applied_at.is_(None))
+    if lock_id is not None:
+        stmt = stmt.where(_R.lock_id == lock_id)
+    return stmt

@@ -48,6 +48,7 @@ __all__ = [
     "Lease",
     "Lock",
     "LockEvent",
+    "LockEventReceipt",
     "LockmeMessage",
     "MessageState",
     "Reservation",
@@ -217,6 +218,8 @@ class Lock(Base):
     ble_strength: Mapped[int | None] = mapped_column(Integer)
     wifi_strength: Mapped[int | None] = mapped_column(Integer)
     last_event_at: Mapped[datetime | None]
+    last_event_key: Mapped[str | None] = mapped_column(String(DEDUPE_LEN))
+    """``dedupe_key`` of the lock's latest stored event (duplicate detection)."""
     state_updated_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
@@ -416,6 +419,47 @@ class LockEvent(Base):
     reservation_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     raw: Mapped[dict[str, Any]] = mapped_column(JSONType)
     """The payload, with PII fields dropped unless ``[loqed] keep_event_pii`` is set."""
+
+
+class LockEventReceipt(Base):
+    """A lock event as received (durable before the webhook's 200), applied right after.
+
+    ``applied_at`` None: not applied yet (``attempts``/``last_error``/``retry_at`` record
+    failed tries). ``outcome`` says what applying did: ``stored`` (a ``lock_events`` row) or
+    ``duplicate`` (dropped by the dedupe rules). Applied rows are pruned after a day.
+    """
+
+    __tablename__ = "lock_event_receipts"
+    __table_args__ = (
+        Index(
+            "ix_lock_event_receipts_pending",
+            "lock_id",
+            "id",
+            sqlite_where=text("applied_at IS NULL"),
+            postgresql_where=text("applied_at IS NULL"),
+        ),
+        Index("ix_lock_event_receipts_applied", "applied_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    lock_id: Mapped[str | None] = mapped_column(String(LOCK_ID_LEN))
+    source: Mapped[EventSource] = mapped_column(_enum(EventSource))
+    event_type: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    bolt_state: Mapped[str | None] = mapped_column(String(16))
+    key_local_id: Mapped[int | None] = mapped_column(Integer)
+    occurred_at: Mapped[datetime | None]
+    received_at: Mapped[datetime]
+    dedupe_key: Mapped[str] = mapped_column(String(DEDUPE_LEN))
+    raw: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    """The payload as ``lock_events.raw`` will hold it (PII already dropped)."""
+    facts: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    """The parsed fields applying needs beyond the columns (battery, signal, online)."""
+    applied_at: Mapped[datetime | None]
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    retry_at: Mapped[datetime | None]
 
 
 class Alert(Base):
