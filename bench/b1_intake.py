@@ -4,10 +4,12 @@ Same uvicorn settings, same load generator, same run: the bare Starlette endpoin
 (:func:`bench.servers.bare_app`) and roomkey's app are each started pinned to
 :data:`~bench.common.SERVER_CPU` and loaded from :data:`~bench.common.LOAD_CPU` with
 
-* Lockme webhooks (empty body, a new ``X-MessageId`` per request: each is a new durable
-  ``INSERT … ON CONFLICT DO NOTHING`` committed before the answer), and
-* signed LOQED bridge webhooks (``HASH``/``TIMESTAMP`` verified, event stored, lock state
-  updated) spread over 8 locks.
+* Lockme webhooks (empty body, a new ``X-MessageId`` per request: each id is durably
+  stored — group commit: one multi-row ``INSERT … ON CONFLICT DO NOTHING`` per batch of
+  concurrent webhooks — before its answer), and
+* signed LOQED bridge webhooks (``HASH``/``TIMESTAMP`` verified, a receipt stored the same
+  way before the answer; the event applier folds the effects in right after) spread over 8
+  locks.
 
 Target: roomkey ≥ 0.5× the bare endpoint's requests/s and p99 ≤ 20 ms.
 """
