@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from roomkey.service.runtime import Supervisor, Worker
+from roomkey.service.runtime import Signal, Supervisor, Worker
 from roomkey.sim.clock import SimClock
 
 
@@ -164,3 +164,86 @@ async def test_worker_added_while_running_starts_and_names_are_unique() -> None:
         sup.add(Worker("late", step))
     assert await sup.run_once("late") is None
     await sup.stop()
+
+
+async def test_a_signal_wakes_a_sleeping_worker_in_one_loop_turn() -> None:
+    clock = SimClock(start=1_000.0, manual=True)
+    wake = Signal()
+    passes: list[float] = []
+
+    async def step() -> float | None:
+        passes.append(clock.time())
+        return None
+
+    sup = Supervisor(clock)
+    sup.add(Worker("w", step, interval=3600, wake=wake))
+    await sup.start()
+    await _settle()
+    assert len(passes) == 1
+    wake.set()
+    await asyncio.sleep(0)  # the worker's task resumes on this turn
+    await asyncio.sleep(0)
+    assert len(passes) == 2
+    # asleep again: exactly one pending future registered, none left from the last sleep
+    assert len(wake._futures) == 1
+    assert not wake._futures[0].done()
+    await sup.stop()
+
+
+async def test_a_plain_asyncio_event_still_wakes_a_worker() -> None:
+    clock = SimClock(start=1_000.0, manual=True)
+    wake = asyncio.Event()
+    passes: list[float] = []
+
+    async def step() -> float | None:
+        passes.append(clock.time())
+        return None
+
+    sup = Supervisor(clock)
+    sup.add(Worker("w", step, interval=3600, wake=wake))
+    await sup.start()
+    await _settle()
+    wake.set()
+    await _settle()
+    assert len(passes) == 2
+    await sup.stop()
+
+
+async def test_timer_wake_ups_leave_no_waiters_behind_on_the_signal() -> None:
+    clock = SimClock(start=1_000.0, manual=True)
+    wake = Signal()
+
+    async def step() -> float | None:
+        return None
+
+    sup = Supervisor(clock)
+    sup.add(Worker("w", step, interval=10, wake=wake))
+    await sup.start()
+    for _ in range(5):
+        await _settle()
+        await clock.advance(10)
+    await _settle()
+    assert len(wake._futures) <= 1  # only the current sleep's future
+    await sup.stop()
+    assert wake._futures == []
+
+
+def test_signal_resolves_futures_registered_before_and_after_it_is_set() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        signal = Signal()
+        before: asyncio.Future[None] = loop.create_future()
+        signal.notify(before)
+        signal.set()
+        after: asyncio.Future[None] = loop.create_future()
+        signal.notify(after)
+        assert before.done()
+        assert after.done()
+        forgotten: asyncio.Future[None] = loop.create_future()
+        signal.clear()
+        signal.notify(forgotten)
+        signal.forget(forgotten)
+        signal.set()
+        assert not forgotten.done()
+    finally:
+        loop.close()
