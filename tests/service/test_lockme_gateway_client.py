@@ -10,13 +10,15 @@ from pathlib import Path
 from typing import Any, cast
 
 import httpx
+import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 from test_runtime_harness import CLIENT_SECRET, config_text
 
-from roomkey.lockme import MemoryTokenStore, Token
+from roomkey.lockme import MaybeDeliveredError, MemoryTokenStore, NotSentError, Token
 from roomkey.service.config import parse_config
 from roomkey.service.demo import LoopbackServer
 from roomkey.service.lockme_gateway import (
+    LOCKME_TIMEOUT,
     BoundedLockmeClient,
     CachedTokenStore,
     ShardedTransport,
@@ -87,14 +89,16 @@ async def test_the_built_client_owns_a_sharded_transport(tmp_path: Path) -> None
     http = client._http
     transport = http._transport
     assert isinstance(transport, ShardedTransport)
-    assert len(transport.pools) == 2  # 8 connections in pools of 4
+    assert len(transport.pools) == 8  # 8 connections in pools of one
     await client.aclose()
     assert http.is_closed
 
 
 def test_shards_are_sized_to_the_connection_bound() -> None:
-    assert len(ShardedTransport(32).pools) == 8
-    assert len(ShardedTransport(3).pools) == 1
+    assert len(ShardedTransport(32).pools) == 32
+    assert len(ShardedTransport(32, shard_size=4).pools) == 8
+    assert len(ShardedTransport(3).pools) == 3
+    assert len(ShardedTransport(3, shard_size=4).pools) == 1
     assert len(ShardedTransport(9, shard_size=4).pools) == 3
     assert len(ShardedTransport(1, shard_size=0).pools) == 1
 
@@ -131,6 +135,96 @@ async def test_sharded_requests_overlap_and_release_their_pool() -> None:
         codes = await asyncio.wait_for(asyncio.gather(*(get() for _ in range(8))), SAFETY)
         assert codes == [200] * 8
         assert transport.busy == [0, 0]
+
+
+def _built_client(tmp_path: Path, url: str, store: MemoryTokenStore) -> BoundedLockmeClient:
+    text = config_text(101, 102).replace(
+        'api_domain = "http://lockme.test"', f'api_domain = "{url}"'
+    )
+    config = parse_config(text, base_dir=tmp_path)
+    client = build_lockme_client(config, clock=lambda: 0.0, store=store)
+    assert isinstance(client, BoundedLockmeClient)
+    return client
+
+
+def _sim_and_store() -> tuple[LockmeSimulator, MemoryTokenStore]:
+    sim = LockmeSimulator(SimClock(manual=True))
+    sim.add_oauth_client("roomkey", CLIENT_SECRET, "http://127.0.0.1:8080/lockme/callback")
+    return sim, MemoryTokenStore(Token.model_validate(sim.issue_token("roomkey")))
+
+
+async def test_the_built_client_sends_straight_to_its_sharded_transport(tmp_path: Path) -> None:
+    sim, store = _sim_and_store()
+    seen: list[str] = []
+
+    async def recording(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            seen.append(scope["path"])
+        await sim.app(scope, receive, send)
+
+    async with _loopback(recording) as url:
+        client = _built_client(tmp_path, url, store)
+        direct = client._direct
+        assert direct is not None
+        sent: list[httpx.Request] = []
+        fetch = direct.fetch
+
+        async def spy(request: httpx.Request) -> httpx.Response:
+            sent.append(request)
+            return await fetch(request)
+
+        direct.fetch = spy  # type: ignore[method-assign]
+        try:
+            users = await asyncio.wait_for(
+                asyncio.gather(*(client.me() for _ in range(12))), SAFETY
+            )
+        finally:
+            await client.aclose()
+    await sim.aclose()
+    assert len({user.model_dump_json() for user in users}) == 1
+    assert len(users) == 12
+    assert len(sent) == 12  # every request took the direct path …
+    assert len(seen) == 12  # … and reached the server once
+    # the client's timeouts still apply, and every pool slot was given back
+    for request in sent:
+        assert request.extensions["timeout"] == LOCKME_TIMEOUT.as_dict()
+    assert direct.busy == [0] * len(direct.pools)
+
+
+async def test_the_direct_path_maps_a_refused_connection_to_not_sent(tmp_path: Path) -> None:
+    sim, store = _sim_and_store()
+    async with _loopback(sim.app) as url:
+        pass  # nothing listens on that port any more
+    await sim.aclose()
+    client = _built_client(tmp_path, url, store)
+    try:
+        with pytest.raises(NotSentError, match="was not sent") as caught:
+            await asyncio.wait_for(client.me(), SAFETY)
+        assert url not in str(caught.value)
+        assert client._direct is not None
+        assert client._direct.busy == [0] * len(client._direct.pools)
+    finally:
+        await client.aclose()
+
+
+async def test_the_direct_path_maps_a_cut_answer_to_maybe_delivered(tmp_path: Path) -> None:
+    _sim, store = _sim_and_store()
+    await _sim.aclose()
+
+    async def cut_short(scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-length", b"100")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"{", "more_body": False})
+
+    async with _loopback(cut_short) as url:
+        client = _built_client(tmp_path, url, store)
+        try:
+            with pytest.raises(MaybeDeliveredError, match="may have been delivered"):
+                await asyncio.wait_for(client.me(), SAFETY)
+            assert client._direct is not None
+            assert client._direct.busy == [0] * len(client._direct.pools)
+        finally:
+            await client.aclose()
 
 
 # --------------------------------------------------------------------------- token cache

@@ -291,10 +291,15 @@ class AsyncLockmeClient(_Base):
 
     async def _send(self, request: httpx.Request, what: str) -> httpx.Response:
         try:
-            response = await self._http.send(request)
-            await response.aread()
+            return await self._transmit(request)
         except httpx.TransportError as exc:
             raise transport_error(exc, what) from None
+
+    async def _transmit(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` and read the whole answer (a subclass may send another way;
+        httpx transport errors propagate)."""
+        response = await self._http.send(request)
+        await response.aread()
         return response
 
     async def _grant(self, request: httpx.Request, previous: Token | None) -> Token:

@@ -414,11 +414,13 @@ class MessageWorker:
                 if raw is None:
                     step = "fetch"
                     async with self._lockme_slots:
-                        fetched = await service.lockme.get_message(message_id)
-                    raw = unsaved_raw = fetched.model_dump(mode="json", exclude_none=True)
-                step = "apply"
+                        message = await service.lockme.get_message(message_id)
+                    raw = unsaved_raw = message.model_dump(mode="json", exclude_none=True)
+                    step = "apply"
+                else:
+                    step = "apply"
+                    message = Message.model_validate(raw)
                 action = _action_of(raw)
-                message = Message.model_validate(raw)
                 if turn is not None:
                     turn.know(message)
                     await self._wait_turn(turn)
