@@ -103,6 +103,12 @@ def test_shards_are_sized_to_the_connection_bound() -> None:
     assert len(ShardedTransport(1, shard_size=0).pools) == 1
 
 
+def test_every_shard_shares_one_tls_context() -> None:
+    pools = ShardedTransport(16).pools
+    contexts = {id(pool._pool._ssl_context) for pool in pools}
+    assert len(contexts) == 1
+
+
 @contextlib.asynccontextmanager
 async def _loopback(app: ASGIApp) -> AsyncIterator[str]:
     server = LoopbackServer(app)
