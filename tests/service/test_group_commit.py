@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
@@ -137,3 +138,67 @@ async def test_a_cancelled_drain_fails_its_callers_with_batch_not_written() -> N
     outcomes = await asyncio.gather(first, second, return_exceptions=True)
     assert [type(o) for o in outcomes] == [BatchNotWritten, BatchNotWritten]
     assert group.pending == 0
+
+
+async def _ticks(n: int = 5) -> None:
+    """Let the other tasks run a few steps (no time passes)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_with_hold_the_batch_is_taken_once_the_hold_is_entered() -> None:
+    turn = asyncio.Event()
+    events: list[str] = []
+    seen: list[list[int]] = []
+
+    @contextlib.asynccontextmanager
+    async def hold() -> AsyncIterator[None]:
+        events.append("enter")
+        await turn.wait()  # e.g. waiting for the database's write turn
+        yield
+        events.append("commit")
+
+    async def run(items: Sequence[int]) -> list[int]:
+        seen.append(list(items))
+        return [i + 1 for i in items]
+
+    group: GroupCommit[int, int] = GroupCommit(run, hold=hold)
+    first = asyncio.ensure_future(group.submit(1))
+    await _ticks()
+    assert events == ["enter"]
+    later = [asyncio.ensure_future(group.submit(i)) for i in (2, 3)]
+    await _ticks()
+    assert not first.done()
+    turn.set()
+    assert [await first, *[await f for f in later]] == [2, 3, 4]
+    assert seen == [[1, 2, 3]]  # what queued during the wait joined the batch
+    assert events == ["enter", "commit"]
+
+
+async def test_with_hold_a_failure_entering_or_leaving_it_fails_the_batch() -> None:
+    answered: list[int] = []
+    mode = {"fail": "enter"}
+
+    @contextlib.asynccontextmanager
+    async def hold() -> AsyncIterator[None]:
+        if mode["fail"] == "enter":
+            raise ConnectionError("no database")
+        yield
+        if mode["fail"] == "leave":
+            raise ConnectionError("commit failed")
+
+    async def run(items: Sequence[int]) -> list[None]:
+        answered.extend(items)
+        return [None] * len(items)
+
+    group: GroupCommit[int, None] = GroupCommit(run, hold=hold)
+    results = await asyncio.gather(*(group.submit(i) for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+    assert answered == []  # never taken: nothing was written
+    mode["fail"] = "leave"
+    results = await asyncio.gather(*(group.submit(i) for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)  # written, not committed
+    assert answered == [0, 1, 2]
+    mode["fail"] = ""
+    assert await group.submit(9) is None  # later batches are unaffected
+    assert (group.batches, group.failed_batches) == (1, 2)

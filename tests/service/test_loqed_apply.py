@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -36,7 +37,7 @@ from roomkey.service.db.models import (
 )
 from roomkey.service.executor import context_for
 from roomkey.service.loqed_apply import ALERT_AFTER, EventApplier, applier_for, create_worker
-from roomkey.service.loqed_receipt import ingest_event, receipt_row, receive
+from roomkey.service.loqed_receipt import ingest_event, receipt_row, receive, receiver_for
 
 LATCH = {"event_type": "STATE_CHANGED_LATCH", "requested_state": "DAY_LOCK", "key_local_id": 9}
 NIGHT = {"event_type": "STATE_CHANGED_NIGHT_LOCK", "requested_state": "NIGHT_LOCK"}
@@ -302,3 +303,94 @@ async def test_applied_receipts_are_pruned_after_the_retention(world: World) -> 
     await worker.step()
     assert await _receipts(world) == []
     assert len(await world.events()) == 1  # the event itself stays
+
+
+async def _ticks(n: int = 10) -> None:
+    """Let the other tasks run a few steps (no time passes)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_under_sustained_load_a_pass_waits_for_the_next_receipt_batch(
+    world: World,
+) -> None:
+    applier = applier_for(world.ctx)
+    applier.eager_batch, applier.max_hold = 4, 3600.0  # the hold never times out here
+    await receive(world.ctx, _row(world, LATCH))
+    await applier.settle()
+    assert (applier.passes, len(await world.events())) == (1, 1)
+    # Receipts committed right after a pass: held for the next batch, not applied alone.
+    await asyncio.gather(*(receive(world.ctx, _row(world, p)) for p in (OPEN, NIGHT)))
+    await _ticks()
+    assert (applier.passes, len(await world.events())) == (1, 1)
+    # The next batch brings the backlog to eager_batch: one pass applies both batches.
+    await asyncio.gather(*(receive(world.ctx, _row(world, p)) for p in (LATCH, BATTERY)))
+    await applier.settle()
+    assert applier.passes == 2
+    assert [e.event_type for e in await world.events()] == [
+        "STATE_CHANGED_LATCH",
+        "STATE_CHANGED_OPEN",
+        "STATE_CHANGED_NIGHT_LOCK",
+        "STATE_CHANGED_LATCH",
+        "BATTERY",
+    ]
+    # A held batch is never left behind: settle() (like the hold's timer) applies it.
+    await receive(world.ctx, _row(world, OPEN))
+    await _ticks()
+    assert len(await world.events()) == 5
+    await applier.settle()
+    assert (applier.passes, len(await world.events())) == (3, 6)
+    assert (await world.lock_row()).bolt_state == "open"
+
+
+async def test_receipts_arriving_while_the_write_turn_is_taken_join_the_batch(
+    world: World,
+) -> None:
+    commit = receiver_for(world.ctx).commit
+    before = commit.batches
+    engine = world.service.engine
+    async with engine.connect() as conn:
+        await conn.begin()  # another writer holds the turn (SQLite: BEGIN IMMEDIATE)
+        first = asyncio.ensure_future(receive(world.ctx, _row(world, LATCH)))
+        await _ticks()  # the receipt writer has begun its transaction and waits
+        rest = [asyncio.ensure_future(receive(world.ctx, _row(world, p))) for p in (OPEN, NIGHT)]
+        await _ticks()
+        await conn.commit()
+    await asyncio.gather(first, *rest)
+    if engine.dialect.name == "sqlite":
+        assert commit.batches - before == 1  # taken once the turn was held: all three
+    await applier_for(world.ctx).settle()
+    assert [e.event_type for e in await world.events()] == [
+        "STATE_CHANGED_LATCH",
+        "STATE_CHANGED_OPEN",
+        "STATE_CHANGED_NIGHT_LOCK",
+    ]
+
+
+async def test_receipts_store_any_payload_clean_and_without_pii(world: World) -> None:
+    payload = json.dumps(
+        {
+            "event_type": "STATE_CHANGED_OPEN",
+            "requested_state": "OPEN",
+            "key_name_user": "Anna",
+            "note\u0000": "a\u0000b",
+            "lone": "x\ud800y",
+            "ratio": float("nan"),
+            "big": 1e400,
+            "city": "Zürich",
+            "value1": "v" * 300,
+            "nested": {"email": "anna@example.com", "deep": [1.5, "q\u0000", {"k": None}]},
+        }
+    )  # json.dumps writes NaN/Infinity, which json.loads reads back
+    row = _row(world, json.loads(payload))
+    raw = row["raw"]
+    assert "key_name_user" not in raw
+    assert "email" not in raw["nested"]
+    assert (raw["note"], raw["lone"], raw["city"]) == ("ab", "x?y", "Zürich")
+    assert (raw["ratio"], raw["big"]) == (None, None)
+    assert raw["value1"] == "v" * 200
+    assert raw["nested"]["deep"] == [1.5, "q", {"k": None}]
+    await receive(world.ctx, row)  # storable on every backend (PostgreSQL refuses NUL)
+    await applier_for(world.ctx).settle()
+    (stored,) = await world.events()
+    assert stored.raw == raw

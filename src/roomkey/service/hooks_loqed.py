@@ -134,10 +134,15 @@ def _context(request: Request) -> LoqedContext | None:
 
 def _context_of(app: Any) -> LoqedContext | None:
     state = getattr(app, "state", None)
-    ctx = getattr(state, "loqed", None)
+    values = getattr(state, "_state", None)  # Starlette's State: a dict lookup, no exception
+    if isinstance(values, dict):
+        ctx = values.get("loqed")
+        service = values.get("service")
+    else:
+        ctx = getattr(state, "loqed", None)
+        service = getattr(state, "service", None)
     if isinstance(ctx, LoqedContext):
         return ctx
-    service = getattr(state, "service", None)
     if service is None:
         return None
     return context_for(service)
@@ -158,14 +163,25 @@ async def _read_body(request: Request) -> bytes | None:
     return b"".join(chunks)
 
 
+_last_occurred: tuple[str, datetime | None] = ("", None)
+"""The last ``TIMESTAMP`` header converted (a busy bridge sends many within one second)."""
+
+
 def _occurred_at(headers: Mapping[str, str]) -> datetime | None:
+    global _last_occurred
     value = headers.get("timestamp")
-    if value is None or not value.strip().isdigit():
+    if value is None:
+        return None
+    if value == _last_occurred[0]:
+        return _last_occurred[1]
+    if not value.strip().isdigit():
         return None
     try:
-        return datetime.fromtimestamp(int(value.strip()), tz=UTC)
+        at = datetime.fromtimestamp(int(value.strip()), tz=UTC)
     except (OverflowError, OSError, ValueError):
         return None
+    _last_occurred = (value, at)
+    return at
 
 
 async def _store(
@@ -304,18 +320,31 @@ class BridgeReceiver:
                 )
             except _Disconnected:
                 return
-        body = json.dumps(answer[1], ensure_ascii=False, separators=(",", ":")).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": answer[0],
-                "headers": [
-                    (b"content-length", str(len(body)).encode()),
-                    (b"content-type", b"application/json"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        if answer[0] == 200 and answer[1].get("status") == "stored":
+            lock = str(answer[1].get("lock"))
+            encoded = _STORED_ANSWERS.get(lock)
+            if encoded is None:
+                encoded = _encode(answer)
+                if len(_STORED_ANSWERS) < 4096:  # one per configured lock in practice
+                    _STORED_ANSWERS[lock] = encoded
+        else:
+            encoded = _encode(answer)
+        await send({"type": "http.response.start", "status": answer[0], "headers": encoded[0]})
+        await send({"type": "http.response.body", "body": encoded[1]})
+
+
+_Encoded = tuple[list[tuple[bytes, bytes]], bytes]
+_STORED_ANSWERS: dict[str, _Encoded] = {}
+"""The 200 answer of each lock, encoded once (the answer of every accepted webhook)."""
+
+
+def _encode(answer: _Answer) -> _Encoded:
+    body = json.dumps(answer[1], ensure_ascii=False, separators=(",", ":")).encode()
+    headers = [
+        (b"content-length", str(len(body)).encode()),
+        (b"content-type", b"application/json"),
+    ]
+    return headers, body
 
 
 FAST_RECEIVERS = (BridgeReceiver,)

@@ -13,7 +13,7 @@ it: a status poll never overrides newer webhook state (go-loqed's rule).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -65,30 +65,40 @@ class LockSnapshot:
 
 
 def apply_event(snapshot: LockSnapshot, event: EventFacts) -> LockSnapshot:
-    """The snapshot after ``event``."""
-    new = snapshot
+    """The snapshot after ``event`` (one new snapshot, built once)."""
+    bolt_state = snapshot.bolt_state
+    battery_percentage = snapshot.battery_percentage
+    battery_type = snapshot.battery_type
+    online = snapshot.online
     kind = event.kind
     if kind is EventKind.STATE_CHANGED:
-        new = replace(new, bolt_state=event.bolt_state or BoltState.UNKNOWN)
+        bolt_state = event.bolt_state or BoltState.UNKNOWN
     elif kind is EventKind.MOTOR_STALL:
-        new = replace(new, bolt_state=BoltState.UNKNOWN)
+        bolt_state = BoltState.UNKNOWN
     elif kind is EventKind.BATTERY:
         if event.battery_percentage is not None and 0 <= event.battery_percentage <= 100:
-            new = replace(new, battery_percentage=event.battery_percentage)
+            battery_percentage = event.battery_percentage
         if event.battery_type is not None:
-            new = replace(new, battery_type=event.battery_type[:32])
-    if event.ble_strength is not None:
-        new = replace(new, ble_strength=event.ble_strength)
-    if event.wifi_strength is not None:
-        new = replace(new, wifi_strength=event.wifi_strength)
+            battery_type = event.battery_type[:32]
+    ble = event.ble_strength
+    ble_strength = snapshot.ble_strength if ble is None else ble
+    wifi_strength = snapshot.wifi_strength if event.wifi_strength is None else event.wifi_strength
     if kind in _MOVEMENT:
-        new = replace(new, online=True)
+        online = True
     elif kind is EventKind.ONLINE:
-        online = event.online
-        if online is None and event.ble_strength is not None:
-            online = event.ble_strength >= 0
-        if online is not None:
-            new = replace(new, online=online)
+        reported = event.online
+        if reported is None and ble is not None:
+            reported = ble >= 0
+        if reported is not None:
+            online = reported
+    new = LockSnapshot(
+        bolt_state=bolt_state,
+        battery_percentage=battery_percentage,
+        battery_type=battery_type,
+        online=online,
+        ble_strength=ble_strength,
+        wifi_strength=wifi_strength,
+    )
     return new
 
 

@@ -5,7 +5,9 @@ A verified, parsed event becomes one row of ``lock_event_receipts``
 storable, the dedupe key computed). :func:`receive` hands it to the service's
 :class:`~roomkey.service.group_commit.GroupCommit`: every batch of concurrent webhooks is ONE
 transaction with ONE multi-row INSERT (no RETURNING: SQLite would split it into one INSERT
-per row), committed before any of them is answered. Right after each commit the applier
+per row), committed before any of them is answered. The transaction is begun before the batch
+is taken (``GroupCommit(hold=...)``): on SQLite it waits for the write turn while the applier
+holds it, and the webhooks arriving meanwhile join the batch. Right after each commit the applier
 (:mod:`roomkey.service.loqed_apply`) is woken; the receivers count the webhooks they are
 handling (:meth:`Receiver.enter`/:meth:`Receiver.leave`) so that, while more are on their
 way, the applier waits for them and applies one larger batch (see ``eager_batch`` there).
@@ -16,14 +18,16 @@ callers outside the webhook path.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from roomkey.loqed import EventKind, LockEvent
 from roomkey.service.db.events import PII_FIELDS, event_dedupe_key, insert_receipts
@@ -70,6 +74,8 @@ def _clean(value: Any, depth: int = 0) -> Any:
     if depth > 32:
         return None
     if isinstance(value, str):
+        if value.isascii() and "\x00" not in value:  # the usual case: nothing to do
+            return value
         if "\x00" in value:
             value = value.replace("\x00", "")
         try:
@@ -88,19 +94,33 @@ def _clean(value: Any, depth: int = 0) -> Any:
     return _clean(str(value), depth)
 
 
+_DROPPED = PII_FIELDS | EXTRA_PII_FIELDS
+_PLAIN = (int, bool, type(None))
+"""Value types stored as they are (``float`` is not: NaN and ∞ are not JSON)."""
+
+
 def _stored_payload(event: LockEvent, keep_pii: bool) -> dict[str, Any]:
-    raw = dict(event.raw)
-    if not keep_pii:
-        drop = PII_FIELDS | EXTRA_PII_FIELDS
-        raw = {
-            k: ({ik: iv for ik, iv in v.items() if ik not in drop} if isinstance(v, dict) else v)
-            for k, v in raw.items()
-            if k not in drop
-        }
-        if isinstance(raw.get("value1"), str):
-            raw["value1"] = raw["value1"][:200]
-    cleaned: dict[str, Any] = _clean(raw)
-    return cleaned
+    """The payload as stored: PII dropped (top level and one level down) unless ``keep_pii``,
+    cleaned by :func:`_clean` (one pass; plain ASCII strings and integers are taken as
+    they are)."""
+    stored: dict[str, Any] = {}
+    for key, value in event.raw.items():
+        if not keep_pii:
+            if key in _DROPPED:
+                continue
+            if isinstance(value, dict):
+                value = {ik: iv for ik, iv in value.items() if ik not in _DROPPED}
+            elif key == "value1" and isinstance(value, str):
+                value = value[:200]
+        if type(value) in _PLAIN or (
+            type(value) is str and value.isascii() and "\x00" not in value
+        ):
+            clean_value = value
+        else:
+            clean_value = _clean(value, 1)
+        clean_key = key if key.isascii() and "\x00" not in key else str(_clean(key))
+        stored[clean_key] = clean_value
+    return stored
 
 
 def _dedupe_key(lock_id: str | None, event: LockEvent, event_type: str) -> str:
@@ -144,15 +164,13 @@ def receipt_row(
         "received_at": received_at,
         "dedupe_key": _dedupe_key(lock_id, event, event_type),
         "raw": _stored_payload(event, keep_pii),
-        "facts": _clean(
-            {
-                "battery_percentage": _int(event.battery_percentage),
-                "battery_type": event.battery_type[:32] if event.battery_type else None,
-                "ble_strength": _int(event.ble_strength),
-                "wifi_strength": _int(event.wifi_strength),
-                "online": event.online,
-            }
-        ),
+        "facts": {  # bounded ints, a bool and one cleaned string: storable as they are
+            "battery_percentage": _int(event.battery_percentage),
+            "battery_type": _clean(event.battery_type[:32]) if event.battery_type else None,
+            "ble_strength": _int(event.ble_strength),
+            "wifi_strength": _int(event.wifi_strength),
+            "online": event.online,
+        },
     }
 
 
@@ -170,22 +188,42 @@ class Receiver:
         """Webhooks between arrival and answer (:meth:`enter`/:meth:`leave`)."""
         self.learned: dict[str, str] = {}
         """LOQED numeric lock id → roomkey lock id, as stored by this process (cloud)."""
+        self._session: AsyncSession | None = None
+        self._written: Sequence[dict[str, Any]] = ()
         self.commit: GroupCommit[dict[str, Any], None] = GroupCommit(
-            self._write, max_batch=MAX_RECEIPT_BATCH, name="loqed-receipts"
+            self._write, max_batch=MAX_RECEIPT_BATCH, name="loqed-receipts", hold=self._turn
         )
 
-    async def _write(self, rows: Sequence[dict[str, Any]]) -> list[None]:
+    @contextlib.asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """The receipt transaction, begun before the batch is taken: on SQLite ``BEGIN
+        IMMEDIATE`` waits for the write turn (the applier may hold it), and the webhooks that
+        arrive meanwhile join this batch. Kicks the applier once committed."""
+        self._written = ()
         try:
             async with self.ctx.sessions() as session, session.begin():
-                await insert_receipts(session, rows)
+                await session.connection()  # BEGIN now (SQLite: wait for the write turn)
+                self._session = session
+                try:
+                    yield
+                finally:
+                    self._session = None
         except BaseException:
             self.applier.release()  # what an earlier batch deferred must not wait for this one
             raise
+        rows: Sequence[dict[str, Any]] = self._written
+        self._written = ()
         self.applier.kick(
             [row["lock_id"] for row in rows],
             count=len(rows),
             more_coming=self.active > len(rows),
         )
+
+    async def _write(self, rows: Sequence[dict[str, Any]]) -> list[None]:
+        if self._session is None:  # pragma: no cover - GroupCommit always enters _turn first
+            raise RuntimeError("receipt batch written outside its transaction")
+        await insert_receipts(await self._session.connection(), rows)
+        self._written = rows
         return [None] * len(rows)
 
     def enter(self) -> None:

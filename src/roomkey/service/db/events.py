@@ -14,21 +14,39 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Integer, Table, bindparam, delete, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    String,
+    Table,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    null,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ._sql import serialize_scope
 from .models import EventSource, Lock, LockEvent, LockEventReceipt, RoomLock
 
 __all__ = [
+    "APPLY_COLUMNS",
     "PII_FIELDS",
     "RECEIPT_COLUMNS",
     "UNSET",
+    "Executor",
     "cloud_payloads_since",
     "count_pending",
     "drop_pii",
     "event_dedupe_key",
     "insert_events",
+    "insert_events_from_receipts",
     "insert_receipts",
     "latest_event_key",
     "link_event",
@@ -37,6 +55,7 @@ __all__ = [
     "pending_receipts",
     "prune_receipts",
     "receipt_failed",
+    "receipt_payloads",
     "record_event_if_new",
     "update_lock_state",
 ]
@@ -241,6 +260,10 @@ async def list_events(
 
 # --------------------------------------------------------------------------- receipts
 
+Executor = AsyncSession | AsyncConnection
+"""Where the Core statements of the receipt path run: a session, or (cheaper: no ORM
+execution layer) its connection."""
+
 _RECEIPTS = cast(Table, LockEventReceipt.__table__)
 _EVENTS = cast(Table, LockEvent.__table__)
 _R = _RECEIPTS.c
@@ -260,30 +283,54 @@ RECEIPT_COLUMNS = (
     _R.attempts,
     _R.retry_at,
 )
-"""What the applier reads of a pending receipt (rows, not ORM objects: cheaper)."""
+"""What a pending receipt holds (rows, not ORM objects: cheaper)."""
+APPLY_COLUMNS = tuple(
+    column for column in RECEIPT_COLUMNS if column is not _R.raw and column is not _R.occurred_at
+)
+"""What the applier reads of a pending receipt: no ``raw`` payload or ``occurred_at`` (the
+events are copied from the receipts in SQL, :func:`insert_events_from_receipts`; cloud dedupe
+reads the payloads it needs with :func:`receipt_payloads`)."""
 
 # The hot statements, built once (building a statement costs about as much as running it).
 _INSERT_RECEIPTS = insert(_RECEIPTS)
 _INSERT_EVENTS = insert(_EVENTS)
 _PENDING = (
-    select(*RECEIPT_COLUMNS)
+    select(*APPLY_COLUMNS)
     .where(_R.applied_at.is_(None))
     .order_by(_R.id)
     .limit(bindparam("limit", type_=Integer))
 )
-_MARK = (
-    update(_RECEIPTS)
-    .where(_R.id.in_(bindparam("ids", expanding=True)))
-    .values(
-        applied_at=bindparam("applied_at"),
-        outcome=bindparam("outcome"),
-        last_error=None,
-        retry_at=None,
+_IDS_IN = _R.id.in_(bindparam("ids", expanding=True))
+_IDS_BETWEEN = _R.id.between(bindparam("lo", type_=Integer), bindparam("hi", type_=Integer))
+
+
+def _id_params(ids: Sequence[int]) -> tuple[bool, dict[str, Any]]:
+    """Parameters selecting the receipts ``ids`` (sorted, distinct): a range when they are
+    consecutive (the usual case: receipts are numbered in arrival order), which spares
+    SQLAlchemy rendering an ``IN`` of every id at each execution."""
+    if ids[-1] - ids[0] == len(ids) - 1:
+        return True, {"lo": ids[0], "hi": ids[-1]}
+    return False, {"ids": list(ids)}
+
+
+def _mark(where: Any) -> Any:
+    return (
+        update(_RECEIPTS)
+        .where(where)
+        .values(
+            applied_at=bindparam("applied_at"),
+            outcome=bindparam("outcome"),
+            last_error=None,
+            retry_at=None,
+        )
     )
-)
 
 
-async def insert_receipts(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+_MARK = _mark(_IDS_IN)
+_MARK_RANGE = _mark(_IDS_BETWEEN)
+
+
+async def insert_receipts(session: Executor, rows: Sequence[Mapping[str, Any]]) -> None:
     """Store received events (one multi-row INSERT: no RETURNING, which SQLite would turn
     into one INSERT per row).
 
@@ -296,16 +343,16 @@ async def insert_receipts(session: AsyncSession, rows: Sequence[Mapping[str, Any
 
 
 async def pending_receipts(
-    session: AsyncSession,
+    session: Executor,
     *,
     lock_ids: Collection[str | None] | None = None,
     limit: int = 512,
 ) -> list[Any]:
-    """Receipts not applied yet, oldest first (:data:`RECEIPT_COLUMNS`); ``lock_ids``
+    """Receipts not applied yet, oldest first (:data:`APPLY_COLUMNS`); ``lock_ids``
     narrows to those locks (None in it: events of no configured lock)."""
     if lock_ids is None:
         return list((await session.execute(_PENDING, {"limit": limit})).all())
-    stmt = select(*RECEIPT_COLUMNS).where(_R.applied_at.is_(None))
+    stmt = select(*APPLY_COLUMNS).where(_R.applied_at.is_(None))
     if lock_ids is not None:
         named = [lock for lock in lock_ids if lock is not None]
         if None in lock_ids:
@@ -316,11 +363,13 @@ async def pending_receipts(
 
 
 async def mark_receipts(
-    session: AsyncSession, ids: Collection[int], *, outcome: str, now: datetime
+    session: Executor, ids: Collection[int], *, outcome: str, now: datetime
 ) -> None:
     """Record that the receipts ``ids`` were applied with ``outcome`` (``stored``/``duplicate``)."""
     if ids:
-        await session.execute(_MARK, {"ids": list(ids), "applied_at": now, "outcome": outcome})
+        ranged, params = _id_params(sorted(set(ids)))
+        params.update(applied_at=now, outcome=outcome)
+        await session.execute(_MARK_RANGE if ranged else _MARK, params)
 
 
 async def receipt_failed(
@@ -350,6 +399,75 @@ async def insert_events(session: AsyncSession, rows: Sequence[Mapping[str, Any]]
     """Store applied events in ``lock_events`` (one multi-row INSERT)."""
     if rows:
         await session.execute(_INSERT_EVENTS, list(rows))
+
+
+_COPIED = ("lock_id", "source", "event_type", "kind", "bolt_state", "key_local_id")
+_COPIED_AFTER = ("occurred_at", "received_at", "dedupe_key", "raw")
+_EVENT_TARGET = [*_COPIED, *_COPIED_AFTER, "command_id", "reservation_id"]
+
+
+def _events_from(command: Any, reservation: Any, *, ranged: bool = False) -> Any:
+    selected = select(
+        *(_R[name] for name in _COPIED),
+        *(_R[name] for name in _COPIED_AFTER),
+        command,
+        reservation,
+    )
+    selected = selected.where(_IDS_BETWEEN if ranged else _IDS_IN).order_by(_R.id)
+    return insert(_EVENTS).from_select(_EVENT_TARGET, selected)
+
+
+_NO_COMMAND = type_coerce(null(), String()).label("command_id")
+_NO_RESERVATION = type_coerce(null(), BigInteger()).label("reservation_id")
+_COPY_UNLINKED = _events_from(_NO_COMMAND, _NO_RESERVATION)
+_COPY_UNLINKED_RANGE = _events_from(_NO_COMMAND, _NO_RESERVATION, ranged=True)
+
+
+async def insert_events_from_receipts(
+    session: Executor,
+    ids: Sequence[int],
+    *,
+    commands: Mapping[int, str] | None = None,
+    reservations: Mapping[int, int] | None = None,
+) -> None:
+    """Copy the receipts ``ids`` into ``lock_events`` in id order, in ONE ``INSERT … SELECT``
+    (the payload never leaves the database: no JSON decoded and encoded again);
+    ``commands``/``reservations`` map a receipt id to the event's links (absent: none)."""
+    if not ids:
+        return
+    ranged, params = _id_params(sorted(set(ids)))
+    if not commands and not reservations:
+        await session.execute(_COPY_UNLINKED_RANGE if ranged else _COPY_UNLINKED, params)
+        return
+    command: Any = type_coerce(null(), String())
+    reservation: Any = type_coerce(null(), BigInteger())
+    if commands:
+        command = case(
+            {receipt: bindparam(None, value, String()) for receipt, value in commands.items()},
+            value=_R.id,
+            else_=command,
+        )
+    if reservations:
+        reservation = case(
+            {
+                receipt: bindparam(None, value, BigInteger())
+                for receipt, value in reservations.items()
+            },
+            value=_R.id,
+            else_=reservation,
+        )
+    stmt = _events_from(
+        command.label("command_id"), reservation.label("reservation_id"), ranged=ranged
+    )
+    await session.execute(stmt, params)
+
+
+async def receipt_payloads(session: AsyncSession, ids: Collection[int]) -> dict[int, Any]:
+    """The stored ``raw`` payloads of the receipts ``ids``."""
+    if not ids:
+        return {}
+    rows = await session.execute(select(_R.id, _R.raw).where(_R.id.in_(list(ids))))
+    return {row[0]: row[1] for row in rows}
 
 
 async def latest_event_key(
