@@ -353,3 +353,126 @@ async def test_overdue_planned_actions_still_feed_the_diff(stack: Stack) -> None
     assert statuses[stack.room_a] == DoorActionStatus.SUPERSEDED
     if stack.room_b not in result.rooms:
         assert statuses[stack.room_b] == DoorActionStatus.PLANNED
+
+
+async def test_large_batches_take_the_bulk_path_and_store_what_the_orm_reads(
+    stack: Stack, engine: AsyncEngine
+) -> None:
+    """A batch above ``COPY_MIN_ROWS`` (PostgreSQL: ``COPY``; an upsert through the staging
+    table) stores the same rows a small batch stores; every statement is counted; applying
+    a mix of new, changed and unchanged snapshots again lands every change."""
+    from roomkey.service.db.bulk import COPY_MIN_ROWS
+
+    rooms = [stack.room_a, stack.room_b]
+    per_room = COPY_MIN_ROWS // 2 + 10  # both rooms together: above the COPY threshold
+
+    def items(day_offset: int, *, name: str) -> list[SnapshotInput]:
+        return [
+            SnapshotInput(
+                10_000 * (i + 1) + n,
+                room,
+                _snap(
+                    f"{10 + 2 * (n % 6):02d}:00:00",
+                    day=_day(1 + n // 6 + day_offset),
+                    name=name,
+                    extid=f"x{n}",
+                ),
+            )
+            for i, room in enumerate(rooms)
+            for n in range(per_room)
+        ]
+
+    first = items(0, name="Ann")
+    with _counting(engine) as count:
+        async with stack.service.session_factory() as session, session.begin():
+            results = await apply_snapshots(session, first, now=NOW)
+            replanned = await replan_rooms(session, {r for x in results for r in x.rooms}, now=NOW)
+    assert {r.change for r in results} == {MirrorChange.ADDED}
+    assert count[0] > 0
+    assert len(replanned.created) >= len(first)
+    # again: the first half moves a day later (changed), the rest only renames (unchanged
+    # for the plan, data refreshed), plus new ones
+    later = NOW + dt.timedelta(minutes=5)
+    moved = items(1, name="Ann")[: len(first) // 2]
+    renamed = items(0, name="Bob")[len(first) // 2 :]
+    extra = [
+        SnapshotInput(90_000 + n, stack.room_a, _snap("21:00:00", day=_day(40 + n)))
+        for n in range(COPY_MIN_ROWS)
+    ]
+    async with stack.service.session_factory() as session, session.begin():
+        again = await apply_snapshots(session, [*moved, *renamed, *extra], now=later)
+        await replan_rooms(session, {r for x in again for r in x.rooms}, now=later)
+    changes = [r.change for r in again]
+    assert changes == (
+        [MirrorChange.CHANGED] * len(moved)
+        + [MirrorChange.UNCHANGED] * len(renamed)
+        + [MirrorChange.ADDED] * len(extra)
+    )
+    async with stack.service.session_factory() as session:
+        stored = {r.id: r for r in (await session.execute(select(Reservation))).scalars()}
+        windows = {
+            w.reservation_id: w for w in (await session.execute(select(DoorWindow))).scalars()
+        }
+    assert len(stored) == len(first) + len(extra)
+    for item in moved:
+        row = stored[item.reservation_id]
+        assert row.date.isoformat() == item.snapshot.date.isoformat()
+        assert row.updated_at == later
+        assert row.created_at == NOW
+        assert row.data["name"] == "Ann"
+        assert windows[item.reservation_id].start_at < row.start_at  # unlock lead
+    for item in renamed:
+        row = stored[item.reservation_id]
+        assert row.data == item.snapshot.model_dump(mode="json", exclude_none=True)
+        assert row.data["name"] == "Bob"
+        assert row.extid == item.snapshot.extid
+        assert row.updated_at == NOW  # unchanged for the plan: not touched
+    for item in extra:
+        row = stored[item.reservation_id]
+        assert row.start_at == dt.datetime.combine(
+            item.snapshot.date, item.snapshot.hour, WARSAW
+        ).astimezone(dt.UTC)
+        assert row.end_at - row.start_at == dt.timedelta(minutes=60)
+        assert not row.deleted
+    assert set(windows) == set(stored)
+
+
+async def test_bulk_insert_applies_repeated_conflict_keys_in_order(stack: Stack) -> None:
+    """Rows repeating a conflict target cannot go through one set-based upsert; the bulk
+    writer then applies them one after another (the last one wins), even for a large batch."""
+    from typing import cast
+
+    from sqlalchemy import Table
+
+    from roomkey.service.db.bulk import COPY_MIN_ROWS, insert_columns
+
+    count = COPY_MIN_ROWS + 5
+    ids = [7, *range(100, 100 + count - 2), 7]
+    day = dt.date(2027, 3, 1)
+    start = dt.datetime(2027, 3, 1, 9, tzinfo=dt.UTC)
+    columns: dict[str, list[Any]] = {
+        "id": ids,
+        "room_id": [stack.room_a] * count,
+        "date": [day] * count,
+        "hour": [dt.time(10)] * count,
+        "start_at": [start] * count,
+        "end_at": [start + dt.timedelta(hours=1)] * count,
+        "status": [1] * count,
+        "source": ["panel"] * count,
+        "extid": [None] * count,
+        "data": [{"n": n} for n in range(count)],
+        "deleted": [False] * count,
+        "created_at": [NOW] * count,
+        "updated_at": [NOW] * count,
+        "last_message_id": [None] * count,
+    }
+    async with stack.service.session_factory() as session, session.begin():
+        await insert_columns(
+            session, cast(Table, Reservation.__table__), columns, update_on_conflict=("id",)
+        )
+    async with stack.service.session_factory() as session:
+        seven = await session.get(Reservation, 7)
+        total = len((await session.execute(select(Reservation.id))).scalars().all())
+    assert seven is not None
+    assert seven.data == {"n": count - 1}
+    assert total == count - 1

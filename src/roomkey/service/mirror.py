@@ -16,7 +16,7 @@ import datetime as dt
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
@@ -24,12 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from roomkey.lockme.models import Reservation as LockmeReservation
 from roomkey.service.db._sql import serialize_scope, serialize_scopes
-from roomkey.service.db.bulk import chunked
+from roomkey.service.db.bulk import JSONText, chunked
 from roomkey.service.db.models import Reservation, Room
 from roomkey.service.db.reservations import (
     ReservationState,
     load_reservation_states,
-    upsert_reservation_rows,
+    upsert_reservation_columns,
 )
 from roomkey.service.policy import DoorPolicy
 from roomkey.service.slots import local_to_utc
@@ -60,9 +60,8 @@ class MirrorChange(enum.StrEnum):
     """Left alone: the row changed after the caller's snapshot was taken."""
 
 
-@dataclass(frozen=True)
-class MirrorResult:
-    """What applying one snapshot or deletion did."""
+class MirrorResult(NamedTuple):
+    """What applying one snapshot or deletion did (a named tuple: one per snapshot)."""
 
     reservation_id: int
     change: MirrorChange
@@ -134,24 +133,55 @@ def _older_message(message_id: str | None, last_message_id: str | None) -> bool:
 
 
 def _fields(snapshot: LockmeReservation, room_id: int, context: RoomContext) -> dict[str, Any]:
-    start = local_to_utc(snapshot.date, snapshot.hour, context.timezone)
-    minutes = snapshot.duration if snapshot.duration and snapshot.duration > 0 else None
-    end = start + dt.timedelta(minutes=minutes or context.default_slot_minutes)
     return {
-        "room_id": room_id,
-        "date": snapshot.date,
-        "hour": snapshot.hour,
-        "start_at": start,
-        "end_at": end,
-        "status": 1 if snapshot.paid else 0,
-        "source": snapshot.source,
-        "extid": snapshot.extid,
+        **dict(zip(_COMPARED, _plan_fields(snapshot, room_id, context), strict=True)),
         "data": snapshot.model_dump(mode="json", exclude_none=True),
     }
 
 
+def _plan_fields(snapshot: LockmeReservation, room_id: int, context: RoomContext) -> _PlanFields:
+    """The stored values of a snapshot that matter to the plan, in :data:`_COMPARED` order."""
+    start = local_to_utc(snapshot.date, snapshot.hour, context.timezone)
+    minutes = snapshot.duration if snapshot.duration and snapshot.duration > 0 else None
+    end = start + dt.timedelta(minutes=minutes or context.default_slot_minutes)
+    return (
+        room_id,
+        snapshot.date,
+        snapshot.hour,
+        start,
+        end,
+        1 if snapshot.paid else 0,
+        snapshot.source,
+        snapshot.extid,
+    )
+
+
+_PlanFields = tuple[int, dt.date, dt.time, dt.datetime, dt.datetime, int, str | None, str | None]
 _COMPARED = ("room_id", "date", "hour", "start_at", "end_at", "status", "source", "extid")
 """Fields that matter to the plan; ``data`` (customer details) is refreshed silently."""
+_WRITTEN = (*_COMPARED, "id", "data", "deleted", "created_at", "updated_at", "last_message_id")
+
+
+class _Writes:
+    """Complete reservation rows to upsert, gathered column by column."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[Any]] = {name: [] for name in _WRITTEN}
+        self._appends = tuple(self.columns[name].append for name in _WRITTEN)
+
+    def add(
+        self,
+        fields: Sequence[Any],
+        rid: int,
+        data: Any,
+        *,
+        created_at: dt.datetime,
+        updated_at: dt.datetime,
+        last_message_id: str | None,
+    ) -> None:
+        values = (*fields, rid, data, False, created_at, updated_at, last_message_id)
+        for append, value in zip(self._appends, values, strict=True):
+            append(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,22 +284,23 @@ async def _apply_run(
     # replicas) queue here even before the rows exist.
     await serialize_scopes(session, (f"reservation:{rid}" for rid in ids))
     stored = await load_reservation_states(session, ids, for_update=True)
+    if not stored:
+        return await _insert_new(session, items, contexts, now=now)
     results: list[MirrorResult] = []
-    writes: list[dict[str, Any]] = []
+    inserts, writes = _Writes(), _Writes()
     for item in items:
         rid, room_id, message_id = item.reservation_id, item.room_id, item.message_id
-        fields = _fields(item.snapshot, room_id, contexts[room_id])
+        snapshot = item.snapshot
+        fields = _plan_fields(snapshot, room_id, contexts[room_id])
         row = stored.get(rid)
         if row is None:
-            writes.append(
-                {
-                    "id": rid,
-                    **fields,
-                    "deleted": False,
-                    "created_at": now,
-                    "updated_at": now,
-                    "last_message_id": message_id,
-                }
+            inserts.add(
+                fields,
+                rid,
+                JSONText(snapshot.model_dump_json(exclude_none=True)),
+                created_at=now,
+                updated_at=now,
+                last_message_id=message_id,
             )
             results.append(MirrorResult(rid, MirrorChange.ADDED, frozenset({room_id})))
             continue
@@ -285,35 +316,68 @@ async def _apply_run(
             results.append(MirrorResult(rid, MirrorChange.IGNORED, frozenset()))
             continue
         last_message_id = message_id if message_id is not None else row.last_message_id
-        differs = row.deleted or any(getattr(row, name) != fields[name] for name in _COMPARED)
-        if not differs:
-            if row.data != fields["data"] or last_message_id != row.last_message_id:
-                writes.append(
-                    {
-                        **_state(row),
-                        "data": fields["data"],
-                        "last_message_id": last_message_id,
-                    }
+        data = snapshot.model_dump(mode="json", exclude_none=True)
+        if not row.deleted and _stored_plan_fields(row) == fields:
+            if row.data != data or last_message_id != row.last_message_id:
+                writes.add(
+                    _stored_plan_fields(row),
+                    rid,
+                    data,
+                    created_at=row.created_at,
+                    updated_at=row.updated_at,
+                    last_message_id=last_message_id,
                 )
             results.append(MirrorResult(rid, MirrorChange.UNCHANGED, frozenset()))
             continue
-        writes.append(
-            {
-                "id": rid,
-                **fields,
-                "deleted": False,
-                "created_at": row.created_at,
-                "updated_at": now,
-                "last_message_id": last_message_id,
-            }
+        writes.add(
+            fields,
+            rid,
+            data,
+            created_at=row.created_at,
+            updated_at=now,
+            last_message_id=last_message_id,
         )
         results.append(MirrorResult(rid, MirrorChange.CHANGED, frozenset({row.room_id, room_id})))
-    await upsert_reservation_rows(session, writes)
+    # Ids not stored yet (locked above, so no other writer adds them meanwhile) are plain
+    # inserts; the rest overwrite their rows.
+    await upsert_reservation_columns(session, inserts.columns, new=True)
+    await upsert_reservation_columns(session, writes.columns)
     return results
 
 
-def _state(row: ReservationState) -> dict[str, Any]:
-    return {name: getattr(row, name) for name in ReservationState.__slots__}
+async def _insert_new(
+    session: AsyncSession,
+    items: Sequence[SnapshotInput],
+    contexts: Mapping[int, RoomContext],
+    *,
+    now: dt.datetime,
+) -> list[MirrorResult]:
+    """:func:`_apply_run` when none of the reservations is stored yet (every one is
+    ``ADDED``), a column at a time."""
+    count = len(items)
+    fields = [_plan_fields(i.snapshot, i.room_id, contexts[i.room_id]) for i in items]
+    columns: dict[str, Sequence[Any]] = dict(zip(_COMPARED, zip(*fields, strict=True), strict=True))
+    columns["id"] = [i.reservation_id for i in items]
+    columns["data"] = [JSONText(i.snapshot.model_dump_json(exclude_none=True)) for i in items]
+    columns["deleted"] = [False] * count
+    columns["created_at"] = columns["updated_at"] = [now] * count
+    columns["last_message_id"] = [i.message_id for i in items]
+    await upsert_reservation_columns(session, columns, new=True)
+    added = MirrorChange.ADDED
+    return [MirrorResult(i.reservation_id, added, frozenset((i.room_id,))) for i in items]
+
+
+def _stored_plan_fields(row: ReservationState) -> _PlanFields:
+    return (
+        row.room_id,
+        row.date,
+        row.hour,
+        row.start_at,
+        row.end_at,
+        row.status,
+        row.source,
+        row.extid,
+    )
 
 
 async def mark_deleted(

@@ -28,9 +28,10 @@ import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from roomkey.service.commands import DoorCommand, should_skip
-from roomkey.service.planner import ActionRole, PlannedAction, action_key
+from roomkey.service.planner import ActionRole, PlannedAction, action_key, action_order
 
 __all__ = [
     "ActionChanges",
@@ -116,9 +117,9 @@ class ChangeReason(enum.StrEnum):
     """An unlock whose door interval has already ended."""
 
 
-@dataclass(frozen=True, slots=True)
-class ActionCreate:
-    """Insert ``action`` as a pending action with this generation."""
+class ActionCreate(NamedTuple):
+    """Insert ``action`` as a pending action with this generation (a named tuple: one per
+    new action, so cheap to create)."""
 
     action: PlannedAction
     generation: int
@@ -207,11 +208,24 @@ def diff_actions(
     if len(set(keys)) != len(keys):
         raise DiffError("planned actions must have unique keys")
     acc = _Acc([], [], [], [], [])
-    locks = sorted({s.lock_id for s in stored} | {p.lock_id for p in planned})
-    for lock in locks:
+    stored_by_lock: dict[str, list[StoredAction]] = {}
+    for s in stored:
+        stored_by_lock.setdefault(s.lock_id, []).append(s)
+    planned_by_lock: dict[str, list[PlannedAction]] = {}
+    for p in planned:
+        planned_by_lock.setdefault(p.lock_id, []).append(p)
+    for lock in sorted(stored_by_lock.keys() | planned_by_lock.keys()):
+        if lock not in stored_by_lock and all(p.at > now for p in planned_by_lock[lock]):
+            # Nothing stored, everything ahead (a new lock plan, e.g. on a resync): every
+            # action is created, generation 0 — what _diff_lock concludes, without its work.
+            acc.create.extend(
+                ActionCreate(p, 0, ChangeReason.NEW)
+                for p in sorted(planned_by_lock[lock], key=action_order)
+            )
+            continue
         _diff_lock(
-            [s for s in stored if s.lock_id == lock],
-            [p for p in planned if p.lock_id == lock],
+            stored_by_lock.get(lock, []),
+            planned_by_lock.get(lock, []),
             lock_id=lock,
             now=now,
             max_lateness=max_lateness,
@@ -258,9 +272,10 @@ def _diff_lock(
     house_on = last_house if last_house is not None and last_house.role.unlocking else None
     held = bolt_open or house_on
 
-    covering = any(p.interval_start <= now < p.interval_end for p in planned)
-    upcoming = any(now < p.interval_start and p.interval_start - now < p.merge_gap for p in planned)
-    need_close = held is not None and not (covering or upcoming)
+    need_close = held is not None and not (
+        any(p.interval_start <= now < p.interval_end for p in planned)  # covering now
+        or any(now < p.interval_start and p.interval_start - now < p.merge_gap for p in planned)
+    )
 
     consumed: set[tuple[str, int]] = set()
     closing_keys: set[str] = set()
@@ -318,25 +333,26 @@ def _diff_lock(
     for h in history:
         history_by_key.setdefault(h.key, []).append(h)
 
-    for p in sorted(planned, key=lambda a: a.sort_key):
-        candidates = pool.get(p.key, [])
-        match = next((s for s in candidates if s.at == p.at), None)
-        if match is None and candidates:
-            match = max(candidates, key=lambda s: s.generation)
-        if match is not None:
-            candidates.remove(match)
-        same_key = history_by_key.get(p.key, [])
-
-        if p.role is ActionRole.OPEN and any(h.status.may_have_acted for h in same_key):
-            if match is not None:
-                acc.supersede.append(
-                    ActionRef(match.key, match.generation, ChangeReason.OPEN_ALREADY_SENT)
-                )
-            continue
-        if match is None and any(
-            h.status.settled and h.at == p.at and h.command is p.command for h in same_key
-        ):
-            continue  # already handled at this very time
+    for p in sorted(planned, key=action_order):
+        match: StoredAction | None = None
+        pooled = pool.get(p.key)
+        if pooled:
+            match = next((s for s in pooled if s.at == p.at), None)
+            if match is None:
+                match = max(pooled, key=lambda s: s.generation)
+            pooled.remove(match)
+        same_key = history_by_key.get(p.key)
+        if same_key:
+            if p.role is ActionRole.OPEN and any(h.status.may_have_acted for h in same_key):
+                if match is not None:
+                    acc.supersede.append(
+                        ActionRef(match.key, match.generation, ChangeReason.OPEN_ALREADY_SENT)
+                    )
+                continue
+            if match is None and any(
+                h.status.settled and h.at == p.at and h.command is p.command for h in same_key
+            ):
+                continue  # already handled at this very time
         rearm = bool(same_key) or p.key in closing_keys
 
         if p.at > now:

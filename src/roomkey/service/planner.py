@@ -28,10 +28,11 @@ only its result equals the room plan. The pipeline should store the output of
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from operator import attrgetter
+from typing import Any, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -44,12 +45,14 @@ from roomkey.service.slots import (
     SlotError,
     parse_date,
     parse_hour,
+    resolve_timezone,
     slot_for,
 )
 
 __all__ = [
     "CART_HOLD",
     "ActionRole",
+    "Booking",
     "BookingInput",
     "DoorInterval",
     "DoorWindow",
@@ -60,6 +63,7 @@ __all__ = [
     "PlannerError",
     "RoomPlan",
     "action_key",
+    "action_order",
     "booking_window",
     "ignore_reason",
     "merge_lock_actions",
@@ -103,6 +107,9 @@ _ROLE_ORDER = {
     ActionRole.OPEN_HOUSE_OFF: 2,
     ActionRole.LOCK: 3,
 }
+
+_window_order = attrgetter("start", "room_id", "reservation_id")
+"""Same order as :attr:`DoorWindow.sort_key`, without the property call per comparison key."""
 
 
 class BookingInput(BaseModel):
@@ -166,6 +173,32 @@ class BookingInput(BaseModel):
         return self.status
 
 
+class Booking(Protocol):
+    """What the planner reads of a booking: :class:`BookingInput` (validated input) or any
+    object with these attributes holding already valid values (e.g. a mirrored row)."""
+
+    @property
+    def reservation_id(self) -> str: ...
+    @property
+    def room_id(self) -> int: ...
+    @property
+    def date(self) -> date: ...
+    @property
+    def hour(self) -> time: ...
+    @property
+    def duration_minutes(self) -> int | None: ...
+    @property
+    def status(self) -> bool: ...
+    @property
+    def source(self) -> str | None: ...
+    @property
+    def deleted(self) -> bool: ...
+    @property
+    def lapsed(self) -> bool: ...
+    @property
+    def created_at(self) -> datetime | None: ...
+
+
 class IgnoreReason(enum.StrEnum):
     """Why a booking opens no door."""
 
@@ -181,9 +214,12 @@ class IgnoredBooking:
     reason: IgnoreReason
 
 
-@dataclass(frozen=True, slots=True)
-class DoorWindow:
-    """One counted booking's door window ``[start, end]`` (aware UTC)."""
+class DoorWindow(NamedTuple):
+    """One counted booking's door window ``[start, end]`` (aware UTC).
+
+    The planner's value types (windows, intervals, actions) are named tuples: immutable like
+    frozen dataclasses, and several times cheaper to create — a resync makes hundreds of
+    thousands of them."""
 
     reservation_id: str
     room_id: int
@@ -201,8 +237,7 @@ class DoorWindow:
         return (self.start, self.room_id, self.reservation_id)
 
 
-@dataclass(frozen=True, slots=True)
-class DoorInterval:
+class DoorInterval(NamedTuple):
     """Merged windows on one lock: the door is unlocked from ``start`` to ``end``."""
 
     lock_id: str
@@ -230,8 +265,7 @@ class DoorInterval:
         return tuple(w.reservation_id for w in _by_start(self.windows))
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedAction:
+class PlannedAction(NamedTuple):
     """A door action to run at ``at`` (aware UTC); ``key`` is stable across re-plans."""
 
     key: str
@@ -283,7 +317,7 @@ def action_key(room_id: int, lock_id: str, role: ActionRole, reservation_id: str
 
 
 def ignore_reason(
-    booking: BookingInput, policy: DoorPolicy, *, room_id: int, now: datetime
+    booking: Booking, policy: DoorPolicy, *, room_id: int, now: datetime
 ) -> IgnoreReason | None:
     """Why ``booking`` opens no door in ``room_id`` (None: it counts)."""
     if booking.deleted:
@@ -297,7 +331,7 @@ def ignore_reason(
     return None
 
 
-def _cart_lapsed(booking: BookingInput, now: datetime) -> bool:
+def _cart_lapsed(booking: Booking, now: datetime) -> bool:
     return (
         not booking.status
         and booking.source == "web"
@@ -307,29 +341,65 @@ def _cart_lapsed(booking: BookingInput, now: datetime) -> bool:
 
 
 def booking_window(
-    booking: BookingInput, policy: DoorPolicy, tz: str | ZoneInfo = DEFAULT_TIMEZONE
+    booking: Booking, policy: DoorPolicy, tz: str | ZoneInfo = DEFAULT_TIMEZONE
 ) -> DoorWindow:
     """The door window of one booking (whether or not it counts)."""
-    duration = (
-        timedelta(minutes=booking.duration_minutes)
-        if booking.duration_minutes is not None
-        else policy.default_slot
-    )
+    return _window(booking, _WindowRule.of(policy), tz)
+
+
+@dataclass(frozen=True, slots=True)
+class _WindowRule:
+    """What a room's policy contributes to each of its windows, computed once per plan."""
+
+    lead: timedelta
+    lag: timedelta
+    default_slot: timedelta
+    unlock_mode: UnlockMode
+    lock_action: LockAction
+    merge_gap: timedelta
+
+    @classmethod
+    def of(cls, policy: DoorPolicy) -> _WindowRule:
+        return cls(
+            policy.unlock_lead,
+            policy.lock_lag,
+            policy.default_slot,
+            policy.unlock_mode,
+            policy.lock_action,
+            policy.merge_gap,
+        )
+
+
+_MINUTES: dict[int, timedelta] = {}
+
+
+def _duration(minutes: int) -> timedelta:
+    found = _MINUTES.get(minutes)
+    if found is None:
+        found = timedelta(minutes=minutes)
+        if len(_MINUTES) < 4096:
+            _MINUTES[minutes] = found
+    return found
+
+
+def _window(booking: Booking, rule: _WindowRule, zone: str | ZoneInfo) -> DoorWindow:
+    minutes = booking.duration_minutes
+    duration = rule.default_slot if minutes is None else _duration(minutes)
     try:
-        slot = slot_for(booking.date, booking.hour, duration, tz)
+        slot = slot_for(booking.date, booking.hour, duration, zone)
     except SlotError as exc:
         raise PlannerError(f"reservation {booking.reservation_id}: {exc}") from exc
     return DoorWindow(
-        reservation_id=booking.reservation_id,
-        room_id=booking.room_id,
-        slot_start=slot.start,
-        slot_end=slot.end,
-        start=slot.start - policy.unlock_lead,
-        end=slot.end + policy.lock_lag,
-        unlock_mode=policy.unlock_mode,
-        lock_action=policy.lock_action,
-        merge_gap=policy.merge_gap,
-        local_kind=slot.local_kind,
+        booking.reservation_id,
+        booking.room_id,
+        slot.start,
+        slot.end,
+        slot.start - rule.lead,
+        slot.end + rule.lag,
+        rule.unlock_mode,
+        rule.lock_action,
+        rule.merge_gap,
+        slot.local_kind,
     )
 
 
@@ -337,7 +407,7 @@ def _by_start(windows: Sequence[DoorWindow]) -> Sequence[DoorWindow]:
     """``windows`` ordered by :attr:`DoorWindow.sort_key` (no sort for one window)."""
     if len(windows) == 1:
         return windows
-    return sorted(windows, key=lambda w: w.sort_key)
+    return sorted(windows, key=_window_order)
 
 
 def merge_windows(lock_id: str, windows: Iterable[DoorWindow]) -> tuple[DoorInterval, ...]:
@@ -347,80 +417,86 @@ def merge_windows(lock_id: str, windows: Iterable[DoorWindow]) -> tuple[DoorInte
     when the gap is strictly less than the larger merge gap involved (for one room: the
     room's ``merge_gap``; across rooms sharing a lock: if either room would keep the door open).
     """
-    ordered = sorted(windows, key=lambda w: w.sort_key)
+    ordered = sorted(windows, key=_window_order)
+    if not ordered:
+        return ()
     intervals: list[DoorInterval] = []
-    group: list[DoorWindow] = []
-    end: datetime | None = None
-    gap = timedelta(0)
-    for window in ordered:
-        if end is not None and (
-            window.start <= end or window.start - end < max(gap, window.merge_gap)
-        ):
+    group = [ordered[0]]
+    end, gap = ordered[0].end, ordered[0].merge_gap
+    for window in ordered[1:]:
+        start, window_gap = window.start, window.merge_gap
+        if start <= end or start - end < (gap if gap >= window_gap else window_gap):
             group.append(window)
-            end = max(end, window.end)
-            gap = max(gap, window.merge_gap)
+            if window.end > end:
+                end = window.end
+            if window_gap > gap:
+                gap = window_gap
             continue
-        if group and end is not None:
-            intervals.append(_interval(lock_id, group, end, gap))
-        group, end, gap = [window], window.end, window.merge_gap
-    if group and end is not None:
-        intervals.append(_interval(lock_id, group, end, gap))
+        intervals.append(DoorInterval(lock_id, group[0].start, end, tuple(group), gap))
+        group, end, gap = [window], window.end, window_gap
+    intervals.append(DoorInterval(lock_id, group[0].start, end, tuple(group), gap))
     return tuple(intervals)
-
-
-def _interval(lock_id: str, group: list[DoorWindow], end: datetime, gap: timedelta) -> DoorInterval:
-    return DoorInterval(
-        lock_id=lock_id, start=group[0].start, end=end, windows=tuple(group), merge_gap=gap
-    )
 
 
 def _interval_actions(interval: DoorInterval) -> list[PlannedAction]:
     """The actions of one interval (modes of all its windows combined, see docs/policies.md)."""
     lock = interval.lock_id
-    first, last = interval.first, interval.last
-    ids = interval.reservation_ids
-    modes = {w.unlock_mode for w in interval.windows}
+    windows = interval.windows
+    if len(windows) == 1:  # the common case, without the general bookkeeping
+        first = last = windows[0]
+        ordered: Sequence[DoorWindow] = windows
+        ids: tuple[str, ...] = (first.reservation_id,)
+        modes: Collection[UnlockMode] = (first.unlock_mode,)
+        strict = first.lock_action is LockAction.NIGHT_LOCK
+    else:
+        first, last = interval.first, interval.last
+        ordered = _by_start(windows)
+        ids = tuple(w.reservation_id for w in ordered)
+        modes = {w.unlock_mode for w in windows}
+        strict = any(w.lock_action is LockAction.NIGHT_LOCK for w in windows)
     open_house = UnlockMode.OPEN_HOUSE in modes
+    start, end, gap = interval.start, interval.end, interval.merge_gap
 
     def make(
         role: ActionRole, command: DoorCommand, at: datetime, anchor: DoorWindow
     ) -> PlannedAction:
         return PlannedAction(
-            key=action_key(anchor.room_id, lock, role, anchor.reservation_id),
-            room_id=anchor.room_id,
-            lock_id=lock,
-            role=role,
-            command=command,
-            at=at,
-            reservation_id=anchor.reservation_id,
-            reservation_ids=ids,
-            interval_start=interval.start,
-            interval_end=interval.end,
-            merge_gap=interval.merge_gap,
+            f"{anchor.room_id}:{lock}:{role.value}:{anchor.reservation_id}",  # action_key
+            anchor.room_id,
+            lock,
+            role,
+            command,
+            at,
+            anchor.reservation_id,
+            ids,
+            start,
+            end,
+            gap,
         )
 
     actions: list[PlannedAction] = []
     if open_house:
-        actions.append(
-            make(ActionRole.OPEN_HOUSE_ON, DoorCommand.OPEN_HOUSE_ON, interval.start, first)
-        )
+        actions.append(make(ActionRole.OPEN_HOUSE_ON, DoorCommand.OPEN_HOUSE_ON, start, first))
     elif UnlockMode.DAY_LOCK in modes:
-        actions.append(make(ActionRole.UNLOCK, DoorCommand.DAY_LOCK, interval.start, first))
-    opens: dict[datetime, DoorWindow] = {}
-    for window in _by_start(interval.windows):
-        if window.unlock_mode is UnlockMode.OPEN:
-            # Bookings starting at the same instant share one OPEN (never pull twice at once).
-            opens.setdefault(window.slot_start, window)
-    for at, window in opens.items():
-        actions.append(make(ActionRole.OPEN, DoorCommand.OPEN, at, window))
+        actions.append(make(ActionRole.UNLOCK, DoorCommand.DAY_LOCK, start, first))
+    if UnlockMode.OPEN in modes:
+        opens: dict[datetime, DoorWindow] = {}
+        for window in ordered:
+            if window.unlock_mode is UnlockMode.OPEN:
+                # Bookings starting at the same instant share one OPEN (never pull twice at once).
+                opens.setdefault(window.slot_start, window)
+        for at, window in opens.items():
+            actions.append(make(ActionRole.OPEN, DoorCommand.OPEN, at, window))
     if open_house:
-        actions.append(
-            make(ActionRole.OPEN_HOUSE_OFF, DoorCommand.OPEN_HOUSE_OFF, interval.end, last)
-        )
-    strict = any(w.lock_action is LockAction.NIGHT_LOCK for w in interval.windows)
+        actions.append(make(ActionRole.OPEN_HOUSE_OFF, DoorCommand.OPEN_HOUSE_OFF, end, last))
     lock_command = DoorCommand.NIGHT_LOCK if strict else DoorCommand.DAY_LOCK
-    actions.append(make(ActionRole.LOCK, lock_command, interval.end, last))
+    actions.append(make(ActionRole.LOCK, lock_command, end, last))
     return actions
+
+
+def action_order(action: PlannedAction) -> tuple[datetime, int, str]:
+    """:attr:`PlannedAction.sort_key` as a sort key function (without two property calls)."""
+    return (action.at, _ROLE_ORDER[action.role], action.key)
 
 
 def plan_lock(lock_id: str, windows: Iterable[DoorWindow]) -> LockPlan:
@@ -430,13 +506,13 @@ def plan_lock(lock_id: str, windows: Iterable[DoorWindow]) -> LockPlan:
     return LockPlan(
         lock_id=lock_id,
         intervals=intervals,
-        actions=tuple(sorted(actions, key=lambda a: a.sort_key)),
+        actions=tuple(sorted(actions, key=action_order)),
     )
 
 
 def plan_room(
     room_id: int,
-    bookings: Iterable[BookingInput],
+    bookings: Iterable[Booking],
     policy: DoorPolicy,
     locks: Sequence[str],
     *,
@@ -456,19 +532,27 @@ def plan_room(
         raise PlannerError("now must be timezone-aware")
     if len(set(locks)) != len(locks):
         raise PlannerError(f"room {room_id}: duplicate lock ids in {list(locks)}")
+    try:
+        zone: str | ZoneInfo = resolve_timezone(tz)
+    except SlotError:
+        zone = tz  # reported per booking, as booking_window does
+    rule = _WindowRule.of(policy)
     seen: set[str] = set()
     windows: list[DoorWindow] = []
     ignored: list[IgnoredBooking] = []
     for booking in bookings:
-        if booking.reservation_id in seen:
-            raise PlannerError(f"reservation {booking.reservation_id} given twice")
-        seen.add(booking.reservation_id)
-        reason = ignore_reason(booking, policy, room_id=room_id, now=now)
-        if reason is not None:
-            ignored.append(IgnoredBooking(booking.reservation_id, reason))
-            continue
-        windows.append(booking_window(booking, policy, tz))
-    windows.sort(key=lambda w: w.sort_key)
+        rid = booking.reservation_id
+        if rid in seen:
+            raise PlannerError(f"reservation {rid} given twice")
+        seen.add(rid)
+        # A paid, live booking of this room always counts (see ignore_reason); others ask.
+        if booking.deleted or booking.room_id != room_id or booking.lapsed or not booking.status:
+            reason = ignore_reason(booking, policy, room_id=room_id, now=now)
+            if reason is not None:
+                ignored.append(IgnoredBooking(rid, reason))
+                continue
+        windows.append(_window(booking, rule, zone))
+    windows.sort(key=_window_order)
     return RoomPlan(
         room_id=room_id,
         windows=tuple(windows),

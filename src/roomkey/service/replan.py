@@ -25,9 +25,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, NamedTuple, Protocol, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Select, Table, select, union_all
@@ -36,7 +36,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from roomkey.service.commands import DoorCommand
 from roomkey.service.db._sql import serialize_scopes
 from roomkey.service.db.alerts import open_alert_if_new
-from roomkey.service.db.bulk import chunked, insert_rows
+from roomkey.service.db.bulk import (
+    JSONText,
+    chunked,
+    in_chunks,
+    insert_columns,
+    one_of,
+    read_rows,
+)
 from roomkey.service.db.models import (
     Command,
     DoorAction,
@@ -49,13 +56,14 @@ from roomkey.service.db.models import (
 from roomkey.service.db.plans import WindowSpec, replace_room_door_windows
 from roomkey.service.plan_diff import (
     ActionChanges,
+    ActionCreate,
     ActionStatus,
+    ChangeReason,
     StoredAction,
     diff_actions,
 )
 from roomkey.service.planner import (
     ActionRole,
-    BookingInput,
     LockPlan,
     PlannedAction,
     RoomPlan,
@@ -69,6 +77,7 @@ __all__ = [
     "BOOKING_LOOKBACK",
     "HISTORY_LOOKBACK",
     "ReplanResult",
+    "StoredBooking",
     "booking_input",
     "parse_stored_key",
     "replan_rooms",
@@ -154,8 +163,9 @@ def stored_command(kind: DoorActionKind, policy: DoorPolicy) -> DoorCommand:
     return DoorCommand(kind.value)
 
 
-def _duration(data: Mapping[str, Any]) -> int | None:
-    value = data.get("duration")
+def _duration(value: Any) -> int | None:
+    if type(value) is int:  # the usual shape
+        return value if 0 < value <= 7 * 24 * 60 else None
     try:
         minutes = int(value) if value is not None and not isinstance(value, bool) else None
     except (TypeError, ValueError):
@@ -166,8 +176,7 @@ def _duration(data: Mapping[str, Any]) -> int | None:
 _LOCKME_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
 
 
-def _created_at(data: Mapping[str, Any], tz: ZoneInfo) -> dt.datetime | None:
-    value = data.get("time")
+def _created_at(value: Any, tz: ZoneInfo) -> dt.datetime | None:
     if not isinstance(value, str):
         return None
     text = value.strip()
@@ -202,19 +211,67 @@ class _ReservationRow(Protocol):
     def data(self) -> dict[str, Any]: ...
 
 
-def booking_input(row: _ReservationRow, tz: ZoneInfo) -> BookingInput:
+class StoredBooking(NamedTuple):
+    """The planner's view of a mirrored reservation (a :class:`~roomkey.service.planner.
+    Booking`): plain values read from the mirror, already valid, so no model validation per
+    booking."""
+
+    reservation_id: str
+    room_id: int
+    date: dt.date
+    hour: dt.time
+    duration_minutes: int | None
+    status: bool
+    source: str | None
+    deleted: bool
+    created_at: dt.datetime | None
+    """Lockme's ``time``: read only where the planner uses it (an unpaid ``web`` cart lapses
+    by age), None otherwise."""
+    lapsed: bool = False
+
+
+def booking_input(row: _ReservationRow, tz: ZoneInfo) -> StoredBooking:
     """The planner's view of a mirrored reservation."""
     data = row.data if isinstance(row.data, dict) else {}
-    return BookingInput(
-        reservation_id=str(row.id),
-        room_id=row.room_id,
-        date=row.date,
-        hour=row.hour,
-        duration_minutes=_duration(data),
-        status=bool(row.status),
-        source=row.source,
-        deleted=row.deleted,
-        created_at=_created_at(data, tz),
+    return _stored_booking(
+        row.id,
+        row.room_id,
+        row.date,
+        row.hour,
+        row.status,
+        row.source,
+        row.deleted,
+        data.get("duration"),
+        data.get("time"),
+        tz,
+    )
+
+
+def _stored_booking(
+    reservation_id: int,
+    room_id: int,
+    date: dt.date,
+    hour: dt.time,
+    status: int,
+    source: str | None,
+    deleted: bool,
+    duration: Any,
+    time: Any,
+    tz: ZoneInfo,
+) -> StoredBooking:
+    """``duration``/``time``: those entries of the reservation's Lockme data (None when
+    absent)."""
+    paid = bool(status)
+    return StoredBooking(
+        str(reservation_id),
+        room_id,
+        date,
+        hour,
+        _duration(duration),
+        paid,
+        source,
+        bool(deleted),
+        None if paid or source != "web" else _created_at(time, tz),
     )
 
 
@@ -353,35 +410,43 @@ def _status(row: DoorAction, command: Command | None, now: dt.datetime) -> Actio
     return ActionStatus.DONE
 
 
+_RESERVATIONS = cast(Table, Reservation.__table__)
 _BOOKING_COLUMNS = (
-    Reservation.id,
-    Reservation.room_id,
-    Reservation.date,
-    Reservation.hour,
-    Reservation.status,
-    Reservation.source,
-    Reservation.deleted,
-    Reservation.data,
+    _RESERVATIONS.c.id,
+    _RESERVATIONS.c.room_id,
+    _RESERVATIONS.c.date,
+    _RESERVATIONS.c.hour,
+    _RESERVATIONS.c.status,
+    _RESERVATIONS.c.source,
+    # Only the two entries of Lockme's data the planner reads, not the whole document.
+    _RESERVATIONS.c.data["duration"],
+    _RESERVATIONS.c.data["time"],
 )
 
 
 async def _bookings(
     session: AsyncSession, rooms: list[int], tzs: Mapping[int, ZoneInfo], *, now: dt.datetime
-) -> dict[int, list[BookingInput]]:
+) -> dict[int, list[StoredBooking]]:
     """The live bookings of ``rooms`` (plain rows, one ``IN`` query per chunk of rooms)."""
-    bookings: dict[int, list[BookingInput]] = {room_id: [] for room_id in rooms}
-    for part in chunked(rooms):
-        rows = await session.execute(
+    bookings: dict[int, list[StoredBooking]] = {room_id: [] for room_id in rooms}
+    table = _RESERVATIONS
+    for part in in_chunks(session, rooms):
+        rows = await read_rows(
+            session,
             select(*_BOOKING_COLUMNS)
             .where(
-                Reservation.room_id.in_(part),
-                Reservation.deleted.is_(False),
-                Reservation.end_at >= now - BOOKING_LOOKBACK,
+                one_of(session, table.c.room_id, part),
+                table.c.deleted.is_(False),
+                table.c.end_at >= now - BOOKING_LOOKBACK,
             )
-            .order_by(Reservation.room_id, Reservation.id)
+            .order_by(table.c.room_id, table.c.id),
         )
-        for row in rows:
-            bookings[row.room_id].append(booking_input(row, tzs[row.room_id]))
+        for rid, room_id, date, hour, status, source, duration, time in rows:
+            bookings[room_id].append(  # not deleted: the query's condition
+                _stored_booking(
+                    rid, room_id, date, hour, status, source, False, duration, time, tzs[room_id]
+                )
+            )
     return bookings
 
 
@@ -468,12 +533,10 @@ async def _free_keys(session: AsyncSession, wanted: list[tuple[str, int]]) -> li
     todo = list(range(len(wanted)))
     while todo:
         probe = sorted({stored_key(wanted[i][0], generations[i]) for i in todo} - checked)
-        for part in chunked(probe):
-            taken.update(
-                (await session.execute(select(DoorAction.key).where(DoorAction.key.in_(part))))
-                .scalars()
-                .all()
-            )
+        column = cast(Table, DoorAction.__table__).c.key
+        for part in in_chunks(session, probe):
+            rows = await read_rows(session, select(column).where(one_of(session, column, part)))
+            taken.update(key for (key,) in rows)
         checked.update(probe)
         left: list[int] = []
         for i in todo:
@@ -492,6 +555,30 @@ def _reservation_ids(action: PlannedAction) -> list[int]:
     return [int(r) for r in action.reservation_ids if r.isdigit()]
 
 
+def _reservation_ids_json(action: PlannedAction) -> list[int] | JSONText:
+    """:func:`_reservation_ids` for a new row; the usual single canonical id directly as the
+    JSON text it is stored as."""
+    ids = action.reservation_ids
+    if len(ids) == 1:
+        rid = ids[0]
+        if rid.isdigit() and (rid[0] != "0" or len(rid) == 1):
+            return JSONText(f"[{rid}]")
+    return _reservation_ids(action)
+
+
+_INSERTED = (
+    "room_id",
+    "lock_id",
+    "kind",
+    "planned_at",
+    "status",
+    "reservation_ids",
+    "reason",
+    "finished_at",
+)
+"""Columns of a new door action that vary per row (the rest are constants of the batch)."""
+
+
 @dataclass
 class _NewSkip:
     """A skipped action to report: a new row (``index`` into the inserts) or an existing one."""
@@ -506,44 +593,71 @@ class _NewSkip:
 
 class _Writer:
     """Collects the diff's changes over many locks, then writes them in bulk: new rows with
-    one multi-row ``INSERT`` per chunk, changed rows through the ORM (batched at flush)."""
+    one multi-row ``INSERT`` per chunk (``COPY`` on PostgreSQL), changed rows through the
+    ORM (batched at flush). New rows are gathered column by column, the shape the bulk
+    insert sends."""
 
     def __init__(self, by_ref: dict[tuple[str, int], DoorAction], *, now: dt.datetime) -> None:
         self.by_ref = by_ref
         self.now = now
-        self.inserts: list[dict[str, Any]] = []
         self.wanted: list[tuple[str, int]] = []
+        self.columns: dict[str, list[Any]] = {name: [] for name in _INSERTED}
+        self._appends = tuple(self.columns[name].append for name in _INSERTED)
         self.created: list[int] = []
         self.updated: list[str] = []
         self.superseded: list[str] = []
         self.skipped: list[_NewSkip] = []
 
-    def _insert(self, key: str, generation: int, values: dict[str, Any]) -> int:
+    def _insert(
+        self,
+        key: str,
+        generation: int,
+        action: PlannedAction,
+        *,
+        at: dt.datetime,
+        status: DoorActionStatus,
+        reason: str | None,
+        finished_at: dt.datetime | None,
+    ) -> int:
         self.wanted.append((key, generation))
-        self.inserts.append(values)
-        return len(self.inserts) - 1
+        values = (
+            action.room_id,
+            action.lock_id,
+            ROLE_TO_KIND[action.role],
+            at,
+            status,
+            _reservation_ids(action),
+            reason,
+            finished_at,
+        )
+        for append, value in zip(self._appends, values, strict=True):
+            append(value)
+        return len(self.wanted) - 1
+
+    def _create(self, creates: Sequence[ActionCreate]) -> None:
+        """New pending rows, a column at a time (the bulk of a resync)."""
+        first = len(self.wanted)
+        actions = [create.action for create in creates]
+        self.wanted.extend([(a.key, c.generation) for a, c in zip(actions, creates, strict=True)])
+        columns = self.columns
+        columns["room_id"].extend([a.room_id for a in actions])
+        columns["lock_id"].extend([a.lock_id for a in actions])
+        columns["kind"].extend([ROLE_TO_KIND[a.role] for a in actions])
+        columns["planned_at"].extend([a.at for a in actions])
+        columns["status"].extend([DoorActionStatus.PLANNED] * len(actions))
+        columns["reservation_ids"].extend([_reservation_ids_json(a) for a in actions])
+        columns["reason"].extend(
+            [None if c.reason is ChangeReason.NEW else c.reason.value for c in creates]
+        )
+        columns["finished_at"].extend([None] * len(actions))
+        self.created.extend(range(first, len(self.wanted)))
 
     def add(self, changes: ActionChanges, planned: list[PlannedAction]) -> None:
         now = self.now
         by_ref = self.by_ref
-        planned_by_key = {p.key: p for p in planned}
-        for create in changes.create:
-            action = create.action
-            index = self._insert(
-                action.key,
-                create.generation,
-                {
-                    "room_id": action.room_id,
-                    "lock_id": action.lock_id,
-                    "kind": ROLE_TO_KIND[action.role],
-                    "planned_at": action.at,
-                    "status": DoorActionStatus.PLANNED,
-                    "reservation_ids": _reservation_ids(action),
-                    "reason": None if create.reason.value == "new" else create.reason.value,
-                    "finished_at": None,
-                },
-            )
-            self.created.append(index)
+        planned_by_key = {p.key: p for p in planned} if changes.update or changes.keep else {}
+        if changes.create:
+            self._create(changes.create)
         for upd in changes.update:
             row = by_ref[(upd.key, upd.generation)]
             row.planned_at = upd.at
@@ -570,16 +684,11 @@ class _Writer:
                 index = self._insert(
                     skip.key,
                     skip.generation,
-                    {
-                        "room_id": skip.action.room_id,
-                        "lock_id": skip.action.lock_id,
-                        "kind": ROLE_TO_KIND[skip.action.role],
-                        "planned_at": skip.at,
-                        "status": DoorActionStatus.SKIPPED,
-                        "reservation_ids": _reservation_ids(skip.action),
-                        "reason": reason,
-                        "finished_at": now,
-                    },
+                    skip.action,
+                    at=skip.at,
+                    status=DoorActionStatus.SKIPPED,
+                    reason=reason,
+                    finished_at=now,
                 )
                 self.skipped.append(
                     _NewSkip(
@@ -618,20 +727,19 @@ class _Writer:
     async def write(self, session: AsyncSession, result: ReplanResult) -> None:
         keys = await _free_keys(session, self.wanted)
         now = self.now
-        rows = [
-            {
-                "key": key,
-                **values,
+        await insert_columns(
+            session,
+            cast(Table, DoorAction.__table__),
+            {"key": keys, **self.columns},
+            constants={
                 "command_id": None,
                 "version": 1,
                 "created_at": now,
                 "updated_at": now,
                 "claim_owner": None,
                 "claim_until": None,
-            }
-            for key, values in zip(keys, self.inserts, strict=True)
-        ]
-        await insert_rows(session, cast(Table, DoorAction.__table__), rows)
+            },
+        )
         result.created.extend(keys[i] for i in self.created)
         result.updated.extend(self.updated)
         result.superseded.extend(self.superseded)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
@@ -100,19 +101,36 @@ def parse_hour(value: time | str) -> time:
 
 def classify_local(day: date, at: time, tz: ZoneInfo) -> LocalTimeKind:
     """Whether ``day at`` is a normal, nonexistent or ambiguous wall-clock time in ``tz``."""
-    first = datetime.combine(day, at).replace(tzinfo=tz, fold=0)
-    second = first.replace(fold=1)
-    if first.utcoffset() == second.utcoffset():
-        return LocalTimeKind.NORMAL
-    roundtrip = first.astimezone(UTC).astimezone(tz).replace(tzinfo=None)
-    if roundtrip != first.replace(tzinfo=None):
-        return LocalTimeKind.NONEXISTENT
-    return LocalTimeKind.AMBIGUOUS
+    return _local(day, at, tz)[1]
 
 
 def local_to_utc(day: date, at: time, tz: ZoneInfo) -> datetime:
     """The aware UTC instant of venue-local ``day at`` (rules in the module docstring)."""
-    return datetime.combine(day, at).replace(tzinfo=tz, fold=0).astimezone(UTC)
+    return _local(day, at, tz)[0]
+
+
+_LOCAL_CACHE = 16_384
+"""Distinct (date, time, zone) triples remembered: a venue has a few slot times a day, so a
+resync of months of bookings converts each wall-clock time once instead of per booking."""
+
+
+@lru_cache(maxsize=_LOCAL_CACHE)
+def _local(day: date, at: time, tz: ZoneInfo) -> tuple[datetime, LocalTimeKind]:
+    """:func:`local_to_utc` and :func:`classify_local` of one wall-clock time (pure, so
+    cached; ``datetime``/``ZoneInfo`` values are immutable)."""
+    first = datetime.combine(day, at).replace(tzinfo=tz, fold=0)
+    utc = first.astimezone(UTC)
+    return utc, _classify(first, utc, tz)
+
+
+def _classify(first: datetime, utc: datetime, tz: ZoneInfo) -> LocalTimeKind:
+    second = first.replace(fold=1)
+    if first.utcoffset() == second.utcoffset():
+        return LocalTimeKind.NORMAL
+    roundtrip = utc.astimezone(tz).replace(tzinfo=None)
+    if roundtrip != first.replace(tzinfo=None):
+        return LocalTimeKind.NONEXISTENT
+    return LocalTimeKind.AMBIGUOUS
 
 
 def slot_for(
@@ -126,5 +144,11 @@ def slot_for(
         raise SlotError(f"slot duration must be positive, got {duration}")
     zone = resolve_timezone(tz)
     d, h = parse_date(day), parse_hour(hour)
-    start = local_to_utc(d, h, zone)
-    return Slot(start=start, end=start + duration, local_kind=classify_local(d, h, zone))
+    return _slot(d, h, duration, zone)
+
+
+@lru_cache(maxsize=_LOCAL_CACHE)
+def _slot(day: date, at: time, duration: timedelta, tz: ZoneInfo) -> Slot:
+    """:func:`slot_for` of parsed values (pure, so cached; :class:`Slot` is frozen)."""
+    start, kind = _local(day, at, tz)
+    return Slot(start=start, end=start + duration, local_kind=kind)

@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table, bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ._sql import serialize_scope, serialize_scopes
-from .bulk import chunked, forget_cached, insert_rows
+from .bulk import forget_cached, in_chunks, insert_columns, one_of
 from .claims import claim_rows
 from .models import DoorAction, DoorActionKind, DoorActionStatus, DoorWindow
 
@@ -38,8 +38,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class WindowSpec:
+class WindowSpec(NamedTuple):
     """The door window of one reservation."""
 
     reservation_id: int
@@ -86,7 +85,7 @@ async def replace_room_door_windows(
 ) -> None:
     """For each room, make its windows the room's complete set of door windows (upsert by
     reservation id), in bulk: a few ``IN`` reads, then one ``DELETE``, one ``UPDATE``
-    (executemany) and one multi-row ``INSERT`` per chunk."""
+    (executemany) and one multi-row ``INSERT`` per chunk (``COPY`` on PostgreSQL)."""
     wanted: dict[int, WindowSpec] = {}
     for room_id, windows in windows_by_room.items():
         for w in windows:
@@ -102,33 +101,35 @@ async def replace_room_door_windows(
     table = cast(Table, DoorWindow.__table__)
     columns = (table.c.reservation_id, table.c.room_id, table.c.start_at, table.c.end_at)
     existing: dict[int, tuple[int, datetime, datetime]] = {}
-    for part in chunked(rooms):
+    for part in in_chunks(session, rooms):
         for rid, room_id, start_at, end_at in await session.execute(
-            select(*columns).where(table.c.room_id.in_(part))
+            select(*columns).where(one_of(session, table.c.room_id, part))
         ):
             existing[rid] = (room_id, start_at, end_at)
     elsewhere = sorted(set(wanted) - set(existing))
-    for moved_part in chunked(elsewhere):
+    for moved_part in in_chunks(session, elsewhere):
         for rid, room_id, start_at, end_at in await session.execute(
-            select(*columns).where(table.c.reservation_id.in_(moved_part))
+            select(*columns).where(one_of(session, table.c.reservation_id, moved_part))
         ):
             existing[rid] = (room_id, start_at, end_at)
     in_rooms = set(rooms)
     gone = sorted(rid for rid, row in existing.items() if rid not in wanted and row[0] in in_rooms)
-    inserts: list[dict[str, Any]] = []
+    inserts: dict[str, list[Any]] = {
+        "reservation_id": [],
+        "room_id": [],
+        "start_at": [],
+        "end_at": [],
+    }
+    new_ids, new_rooms = inserts["reservation_id"], inserts["room_id"]
+    new_starts, new_ends = inserts["start_at"], inserts["end_at"]
     updates: list[dict[str, Any]] = []
     for rid, w in wanted.items():
         current = existing.get(rid)
         if current is None:
-            inserts.append(
-                {
-                    "reservation_id": rid,
-                    "room_id": w.room_id,
-                    "start_at": w.start_at,
-                    "end_at": w.end_at,
-                    "updated_at": now,
-                }
-            )
+            new_ids.append(rid)
+            new_rooms.append(w.room_id)
+            new_starts.append(w.start_at)
+            new_ends.append(w.end_at)
         elif current != (w.room_id, w.start_at, w.end_at):
             updates.append(
                 {
@@ -139,13 +140,15 @@ async def replace_room_door_windows(
                     "updated_at": now,
                 }
             )
-    for gone_part in chunked(gone):
-        await session.execute(delete(table).where(table.c.reservation_id.in_(gone_part)))
+    for gone_part in in_chunks(session, gone):
+        await session.execute(
+            delete(table).where(one_of(session, table.c.reservation_id, gone_part))
+        )
     if updates:
         await session.execute(
             update(table).where(table.c.reservation_id == bindparam("rid")), updates
         )
-    await insert_rows(session, table, inserts)
+    await insert_columns(session, table, inserts, constants={"updated_at": now})
     forget_cached(session, DoorWindow, [*gone, *(u["rid"] for u in updates)])
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import Table, and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ._sql import insert_for, serialize_scope
-from .bulk import chunked, forget_cached, insert_rows
+from .bulk import forget_cached, in_chunks, insert_columns, one_of
 from .models import DoorWindow, Reservation, RoomLock
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "mark_reservation_deleted",
     "reservation_for_lock_at",
     "upsert_reservation",
+    "upsert_reservation_columns",
     "upsert_reservation_rows",
 ]
 
@@ -60,8 +61,8 @@ async def load_reservation_states(
     """The stored rows of ``ids`` (missing ids are absent), read with a few ``IN`` queries;
     ``for_update`` locks them for the transaction (PostgreSQL)."""
     found: dict[int, ReservationState] = {}
-    for part in chunked(sorted(set(ids))):
-        stmt = select(*_STATE_COLUMNS).where(Reservation.__table__.c.id.in_(part))
+    for part in in_chunks(session, sorted(set(ids))):
+        stmt = select(*_STATE_COLUMNS).where(one_of(session, Reservation.__table__.c.id, part))
         if for_update:
             stmt = stmt.with_for_update()
         for row in await session.execute(stmt):
@@ -71,12 +72,30 @@ async def load_reservation_states(
 
 async def upsert_reservation_rows(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
     """Write complete reservation rows (every :class:`ReservationState` field) with one
-    ``INSERT … ON CONFLICT (id) DO UPDATE`` executed per chunk of rows; ``created_at`` keeps
-    its first value on conflict."""
+    ``INSERT … ON CONFLICT (id) DO UPDATE`` executed per chunk of rows (``COPY`` through a
+    staging table for a large batch on PostgreSQL); ``created_at`` keeps its first value on
+    conflict. Ids must not repeat within one call."""
     if not rows:
         return
-    await insert_rows(session, cast(Table, Reservation.__table__), rows, update_on_conflict=("id",))
-    forget_cached(session, Reservation, (row["id"] for row in rows))
+    await upsert_reservation_columns(session, {key: [row[key] for row in rows] for key in rows[0]})
+
+
+async def upsert_reservation_columns(
+    session: AsyncSession, columns: Mapping[str, Sequence[Any]], *, new: bool = False
+) -> None:
+    """:func:`upsert_reservation_rows` of rows given column by column. ``new``: the caller
+    holds the ids' locks (``serialize_scopes``) and found none of them stored, so a plain
+    ``INSERT`` (``COPY`` on PostgreSQL) writes them; a row that exists after all fails the
+    statement instead of being overwritten."""
+    if not columns.get("id"):
+        return
+    await insert_columns(
+        session,
+        cast(Table, Reservation.__table__),
+        columns,
+        update_on_conflict=() if new else ("id",),
+    )
+    forget_cached(session, Reservation, columns["id"])
 
 
 @dataclass(frozen=True, slots=True)
