@@ -138,11 +138,13 @@ def _add_lockme_keys(path: Path, values: dict[str, Any]) -> None:
 async def _run(short: bool) -> BenchResult:
     result = BenchResult(NAME)
     rooms = 4 if short else 40
-    n_roomkey = 8 if short else 200
+    # A burst of 1,000 webhooks: several seconds at roomkey's rate, so the figure is the
+    # sustained rate, not the ramp (200 gave the same rate in the 2026-11-22 runs).
+    n_roomkey = 8 if short else 1000
     n_naive = 4 if short else 100
     with scratch("roomkey-bench-pipeline-") as tmp:
         naive = await _variant("naive", n_naive, rooms, tmp, within=n_naive * 0.5 + 30)
-        ours = await _variant("roomkey", n_roomkey, rooms, tmp, within=180)
+        ours = await _variant("roomkey", n_roomkey, rooms, tmp, within=240)
     result.details = {"latency_s": LATENCY_S, "naive": naive, "roomkey": ours}
     result.add(
         "roomkey msgs/s (webhook → marked read)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -236,3 +237,45 @@ async def test_staff_move_keeps_from_date_and_hour(env: Env) -> None:
     assert last.action == "edit"
     assert (last.data["from_date"], last.data["from_hour"]) == (DAY, "10:00:00")
     assert (last.data["date"], last.data["hour"]) == ("2026-09-30", "12:00:00")
+
+
+async def test_deliveries_in_flight_are_bounded() -> None:
+    in_flight = peak = 0
+    gate_open = asyncio.Event()
+
+    async def hook(_request: Request) -> PlainTextResponse:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await gate_open.wait()
+        in_flight -= 1
+        return PlainTextResponse("OK")
+
+    app = Starlette(routes=[Route("/hooks/lockme", hook, methods=["POST"])])
+    clock = SimClock(manual=True, start=START)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app)) as delivery:
+        sim = LockmeSimulator(clock, delivery_client=delivery)
+        sim.webhooks.max_parallel = 3
+        dept = sim.add_department("Escape", HOOK)
+        room = sim.add_room(dept.id, "Vault", [{"hour": "10:00:00", "pricers": []}])
+        for day in range(10):
+            sim.book(room.id, f"2026-10-{day + 1:02d}", "10:00:00")
+        sends = asyncio.gather(*(sim.webhooks.deliver(m) for m in sim.messages()))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert peak == 3
+        gate_open.set()
+        attempts = await sends
+        assert [a.outcome for a in attempts if a is not None] == ["delivered"] * 10
+        assert peak == 3
+        await sim.aclose()
+
+
+def test_max_parallel_must_be_positive() -> None:
+    from roomkey.sim.lockme.faults import Faults
+    from roomkey.sim.lockme.webhooks import WebhookDispatcher
+
+    clock = SimClock(manual=True)
+    faults = Faults(clock.time)
+    with pytest.raises(ValueError, match="max_parallel"):
+        WebhookDispatcher(clock, faults, lambda _id: None, max_parallel=0)
