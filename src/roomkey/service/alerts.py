@@ -42,7 +42,6 @@ __all__ = [
     "AlertChange",
     "AlertKind",
     "apply_alert_batch",
-    "apply_alert_changes",
     "dedupe_key",
     "lock_alert_changes",
     "raise_alert",
@@ -151,24 +150,6 @@ async def resolve_alert(
     return await resolve_alerts(session, dedupe_key(kind, subject), by=RESOLVER, now=now)
 
 
-async def apply_alert_changes(
-    session: AsyncSession, lock_id: str, changes: list[AlertChange], *, now: datetime
-) -> None:
-    """Store what :func:`lock_alert_changes` decided for ``lock_id``."""
-    for change in changes:
-        if change.resolve:
-            await resolve_alert(session, change.kind, subject=lock_id, now=now)
-        else:
-            await raise_alert(
-                session,
-                change.kind,
-                subject=lock_id,
-                message=change.message,
-                now=now,
-                lock_id=lock_id,
-            )
-
-
 async def apply_alert_batch(
     session: AsyncSession,
     changes: Sequence[tuple[str, AlertChange, datetime]],
@@ -177,7 +158,7 @@ async def apply_alert_batch(
 ) -> None:
     """Store the ``(lock_id, change, at)`` of a batch of events, in order.
 
-    Same outcome as :func:`apply_alert_changes` per event, but the open alerts of every lock
+    Stores what :func:`lock_alert_changes` decided, per event; but the open alerts of every lock
     in the batch are read with one query, so resolving an alert that is not open (every
     ``state_changed`` resolves ``motor_stall``) sends no statement. ``maybe_open``: the only
     locks that can have open alerts (the caller knows; no query when none of them changes).

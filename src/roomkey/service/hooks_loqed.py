@@ -62,7 +62,7 @@ from roomkey.service.executor import LoqedContext, context_for
 from roomkey.service.loqed_receipt import (
     IngestResult,
     ingest_event,
-    receipt_row,
+    receipt_for,
     receive,
     receiver_for,
 )
@@ -191,14 +191,7 @@ async def _store(
     source: EventSource,
     occurred_at: datetime | None = None,
 ) -> _Answer:
-    row = receipt_row(
-        lock_id,
-        event,
-        source=source,
-        received_at=ctx.now(),
-        occurred_at=occurred_at,
-        keep_pii=ctx.config.loqed.keep_event_pii,
-    )
+    row = receipt_for(ctx, lock_id, event, source=source, occurred_at=occurred_at)
     try:
         await receive(ctx, row)
     except Exception:  # storage trouble is never the sender's fault: 503, it delivers again

@@ -14,16 +14,12 @@ it: a status poll never overrides newer webhook state (go-loqed's rule).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from roomkey.loqed import BoltState, EventKind, parse_bolt_state
-from roomkey.service.db.events import update_lock_state
 from roomkey.service.db.models import Lock
 
-__all__ = ["EventFacts", "LockSnapshot", "apply_event", "save_snapshot", "snapshot_of"]
+__all__ = ["EventFacts", "LockSnapshot", "apply_event", "snapshot_of"]
 
 _MOVEMENT = (EventKind.STATE_CHANGED, EventKind.MOTOR_STALL, EventKind.GO_TO_STATE)
 
@@ -111,22 +107,4 @@ def snapshot_of(lock: Lock) -> LockSnapshot:
         online=lock.online,
         ble_strength=lock.ble_strength,
         wifi_strength=lock.wifi_strength,
-    )
-
-
-async def save_snapshot(
-    session: AsyncSession, lock_id: str, snapshot: LockSnapshot, *, now: datetime
-) -> None:
-    """Store ``snapshot`` as the lock's live state (an event-driven update)."""
-    await update_lock_state(
-        session,
-        lock_id,
-        now=now,
-        bolt_state=snapshot.bolt_state.value if snapshot.bolt_state is not None else None,
-        battery_percentage=snapshot.battery_percentage,
-        battery_type=snapshot.battery_type,
-        online=snapshot.online,
-        ble_strength=snapshot.ble_strength,
-        wifi_strength=snapshot.wifi_strength,
-        event_at=now,
     )

@@ -42,6 +42,7 @@ __all__ = [
     "IngestResult",
     "Receiver",
     "ingest_event",
+    "receipt_for",
     "receipt_row",
     "receive",
     "receiver_for",
@@ -174,6 +175,25 @@ def receipt_row(
     }
 
 
+def receipt_for(
+    ctx: LoqedContext,
+    lock_id: str | None,
+    event: LockEvent,
+    *,
+    source: EventSource,
+    occurred_at: datetime | None = None,
+) -> dict[str, Any]:
+    """:func:`receipt_row` received now, with the service's PII setting."""
+    return receipt_row(
+        lock_id,
+        event,
+        source=source,
+        received_at=ctx.now(),
+        occurred_at=occurred_at,
+        keep_pii=ctx.config.loqed.keep_event_pii,
+    )
+
+
 # --------------------------------------------------------------------------- group commit
 
 
@@ -267,14 +287,7 @@ async def ingest_event(
 ) -> IngestResult:
     """Receive one event and wait until the applier has applied it. ``lock_id`` None stores
     an event no configured lock claims (kept for the record, no effects)."""
-    row = receipt_row(
-        lock_id,
-        event,
-        source=source,
-        received_at=ctx.now(),
-        occurred_at=occurred_at,
-        keep_pii=ctx.config.loqed.keep_event_pii,
-    )
+    row = receipt_for(ctx, lock_id, event, source=source, occurred_at=occurred_at)
     await receive(ctx, row)
     await applier_for(ctx).settle()
     r = LockEventReceipt

@@ -711,12 +711,9 @@ class UnusableMessageError(ValueError):
     """A message that names no reservation or room (kept as failed, visible)."""
 
 
-def snapshot_input(message: Message, *, message_id: str | None) -> SnapshotInput | None:
-    """What an ``add``/``edit`` message asks the mirror to store (None for other actions);
-    :class:`UnusableMessageError` when it names no reservation or room."""
-    action = message.action.strip().lower()
-    if action not in ("add", "edit"):
-        return None
+def _message_target(message: Message) -> tuple[int, int | None, Reservation | None]:
+    """The reservation id, room id (from the message, else its data) and data a message
+    names; :class:`UnusableMessageError` without a numeric reservation id."""
     reservation_id = _reservation_id(message)
     if reservation_id is None:
         raise UnusableMessageError("the message names no numeric reservation id")
@@ -724,6 +721,16 @@ def snapshot_input(message: Message, *, message_id: str | None) -> SnapshotInput
     room_id = message.roomid
     if room_id is None and snapshot is not None:
         room_id = snapshot.roomid
+    return reservation_id, room_id, snapshot
+
+
+def snapshot_input(message: Message, *, message_id: str | None) -> SnapshotInput | None:
+    """What an ``add``/``edit`` message asks the mirror to store (None for other actions);
+    :class:`UnusableMessageError` when it names no reservation or room."""
+    action = message.action.strip().lower()
+    if action not in ("add", "edit"):
+        return None
+    reservation_id, room_id, snapshot = _message_target(message)
     if snapshot is None or room_id is None:
         raise UnusableMessageError(f"{action} message without reservation data or room id")
     return SnapshotInput(reservation_id, room_id, snapshot, message_id)
@@ -750,13 +757,7 @@ async def apply_message(
             now=now,
             message_id=message_id,
         )
-    reservation_id = _reservation_id(message)
-    if reservation_id is None:
-        raise UnusableMessageError("the message names no numeric reservation id")
-    snapshot: Reservation | None = message.data
-    room_id = message.roomid
-    if room_id is None and snapshot is not None:
-        room_id = snapshot.roomid
+    reservation_id, room_id, snapshot = _message_target(message)
     return await mark_deleted(
         session,
         reservation_id,

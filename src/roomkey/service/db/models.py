@@ -396,16 +396,9 @@ class CommandAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
 
-class LockEvent(Base):
-    """An event from a lock (bridge or cloud webhook), linked to command and reservation."""
+class _EventFacts:
+    """The columns a lock event and its receipt share (what was received, from where)."""
 
-    __tablename__ = "lock_events"
-    __table_args__ = (
-        Index("ix_lock_events_lock_received", "lock_id", "received_at"),
-        Index("ix_lock_events_received", "received_at"),
-    )
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     lock_id: Mapped[str | None] = mapped_column(String(LOCK_ID_LEN))
     source: Mapped[EventSource] = mapped_column(_enum(EventSource))
     event_type: Mapped[str] = mapped_column(String(64))
@@ -415,13 +408,25 @@ class LockEvent(Base):
     occurred_at: Mapped[datetime | None]
     received_at: Mapped[datetime]
     dedupe_key: Mapped[str] = mapped_column(String(DEDUPE_LEN))
+
+
+class LockEvent(_EventFacts, Base):
+    """An event from a lock (bridge or cloud webhook), linked to command and reservation."""
+
+    __tablename__ = "lock_events"
+    __table_args__ = (
+        Index("ix_lock_events_lock_received", "lock_id", "received_at"),
+        Index("ix_lock_events_received", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     command_id: Mapped[str | None] = mapped_column(String(COMMAND_ID_LEN), index=True)
     reservation_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     raw: Mapped[dict[str, Any]] = mapped_column(JSONType)
     """The payload, with PII fields dropped unless ``[loqed] keep_event_pii`` is set."""
 
 
-class LockEventReceipt(Base):
+class LockEventReceipt(_EventFacts, Base):
     """A lock event as received (durable before the webhook's 200), applied right after.
 
     ``applied_at`` None: not applied yet (``attempts``/``last_error``/``retry_at`` record
@@ -442,15 +447,6 @@ class LockEventReceipt(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    lock_id: Mapped[str | None] = mapped_column(String(LOCK_ID_LEN))
-    source: Mapped[EventSource] = mapped_column(_enum(EventSource))
-    event_type: Mapped[str] = mapped_column(String(64))
-    kind: Mapped[str] = mapped_column(String(32))
-    bolt_state: Mapped[str | None] = mapped_column(String(16))
-    key_local_id: Mapped[int | None] = mapped_column(Integer)
-    occurred_at: Mapped[datetime | None]
-    received_at: Mapped[datetime]
-    dedupe_key: Mapped[str] = mapped_column(String(DEDUPE_LEN))
     raw: Mapped[dict[str, Any]] = mapped_column(JSONType)
     """The payload as ``lock_events.raw`` will hold it (PII already dropped)."""
     facts: Mapped[dict[str, Any]] = mapped_column(JSONType)

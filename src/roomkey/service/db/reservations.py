@@ -28,7 +28,6 @@ __all__ = [
     "reservation_for_lock_at",
     "upsert_reservation",
     "upsert_reservation_columns",
-    "upsert_reservation_rows",
 ]
 
 
@@ -70,20 +69,13 @@ async def load_reservation_states(
     return found
 
 
-async def upsert_reservation_rows(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Write complete reservation rows (every :class:`ReservationState` field) with one
-    ``INSERT … ON CONFLICT (id) DO UPDATE`` executed per chunk of rows (``COPY`` through a
-    staging table for a large batch on PostgreSQL); ``created_at`` keeps its first value on
-    conflict. Ids must not repeat within one call."""
-    if not rows:
-        return
-    await upsert_reservation_columns(session, {key: [row[key] for row in rows] for key in rows[0]})
-
-
 async def upsert_reservation_columns(
     session: AsyncSession, columns: Mapping[str, Sequence[Any]], *, new: bool = False
 ) -> None:
-    """:func:`upsert_reservation_rows` of rows given column by column. ``new``: the caller
+    """Write complete reservation rows (every :class:`ReservationState` field), given column
+    by column, with one ``INSERT … ON CONFLICT (id) DO UPDATE`` per chunk (``COPY`` through a
+    staging table for a large batch on PostgreSQL); ``created_at`` keeps its first value on
+    conflict, and ids must not repeat within one call. ``new``: the caller
     holds the ids' locks (``serialize_scopes``) and found none of them stored, so a plain
     ``INSERT`` (``COPY`` on PostgreSQL) writes them; a row that exists after all fails the
     statement instead of being overwritten."""
